@@ -1,0 +1,55 @@
+"""Encoding: one ID type and action per file, header row, within the row and byte limits."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import uuid
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.buffering import Rows
+from worker.encoding import FileLimits, encode_rows
+from worker.model import CSV_COLUMN, IdType, Op
+
+
+def rows_of(ids: list[str], id_type: IdType = IdType.IDFA) -> Rows:
+    n = len(ids)
+    return Rows(Op.ADD, id_type, tuple(ids), (0,) * n, tuple(range(n)))
+
+
+def lines(payload: bytes) -> list[str]:
+    return gzip.decompress(payload).decode().splitlines()
+
+
+def test_file_has_header_then_one_id_per_line() -> None:
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    (f,) = encode_rows(rows_of(ids, IdType.GAID), CSV_COLUMN, FileLimits())
+    assert lines(f.payload) == ["gpId", *ids]
+
+
+def test_splits_by_row_limit() -> None:
+    ids = [str(uuid.uuid4()) for _ in range(25)]
+    files = encode_rows(rows_of(ids), CSV_COLUMN, FileLimits(max_rows=10))
+    assert [len(f.rows) for f in files] == [10, 10, 5]
+    assert [x for f in files for x in lines(f.payload)[1:]] == ids
+
+
+def test_splits_until_every_file_fits_the_byte_limit() -> None:
+    # incompressible device IDs force the byte limit to bind before the row limit
+    ids = [os.urandom(30).hex() for _ in range(400)]
+    limits = FileLimits(max_rows=100_000, max_bytes=4096)
+    files = encode_rows(rows_of(ids, IdType.DEVICE_ID), CSV_COLUMN, limits)
+    assert len(files) > 1
+    assert all(f.size <= 4096 for f in files)
+    assert [x for f in files for x in lines(f.payload)[1:]] == ids
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 50))
+def test_any_rows_fit_limits_and_keep_every_id(n: int, max_rows: int) -> None:
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(n)]
+    files = encode_rows(rows_of(ids), CSV_COLUMN, FileLimits(max_rows=max_rows, max_bytes=2048))
+    assert all(len(f.rows) <= max_rows and f.size <= 2048 for f in files)
+    assert [x for f in files for x in lines(f.payload)[1:]] == ids

@@ -1,0 +1,158 @@
+"""`inmobi-sync`: the command line and composition root.
+
+Every command has `--help`. Configuration comes from the environment and `.env` (CONTRACT
+section 3); a bad configuration exits 2 with one line per problem, naming the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+from worker.errors import ConfigError
+
+__all__ = ["main"]
+
+EXIT_CONFIG = 2
+
+
+def _settings(**overrides: object):  # type: ignore[no-untyped-def]
+    from worker.config import load_settings
+
+    return load_settings(**overrides)
+
+
+def cmd_run(_args: argparse.Namespace) -> int:
+    from worker.config import require_for_run
+    from worker.observability import configure_logging
+    from worker.runner import run_worker
+
+    settings = _settings()
+    require_for_run(settings)
+    configure_logging(settings.log_level, settings.log_format)
+    return asyncio.run(run_worker(settings))
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from worker.observability import configure_logging
+    from worker.sandbox.server import run_sandbox
+
+    configure_logging("INFO", "console" if sys.stderr.isatty() else "json")
+    return run_sandbox(args.host, args.port)
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from worker.generator import GeneratorSpec
+    from worker.produce import produce, register_schema
+
+    settings = _settings()
+    encodings = ("avro", "framed", "json") if args.encoding == "mix" else (args.encoding,)
+    if "framed" in encodings and not settings.schema_registry_url:
+        if args.encoding == "framed":
+            raise ConfigError(["SCHEMA_REGISTRY_URL: required to produce framed Avro"])
+        encodings = ("avro", "json")
+    schema_id = register_schema(settings) if "framed" in encodings else 0
+    spec = GeneratorSpec(
+        count=args.count,
+        devices=args.devices,
+        remove_share=args.remove_share,
+        bad_share=args.bad_share,
+        encodings=encodings,
+        uppercase_share=args.uppercase_share,
+        seed=args.seed,
+        schema_id=schema_id,
+        **(
+            {"segments": tuple(s.strip() for s in args.segments.split(","))}
+            if args.segments
+            else {}
+        ),
+    )
+    report = produce(settings, spec, partitions=args.partitions)
+    print(
+        f"produced {report.sent} events to {settings.kafka_topic} "
+        f"({report.bad} bad; {', '.join(f'{k}={v}' for k, v in sorted(report.by_encoding.items()))}); "
+        f"failed {report.failed}"
+    )
+    return 0 if report.failed == 0 else 1
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from worker.config import require_for_run
+
+    settings = _settings()
+    if args.run:
+        require_for_run(settings)
+    shown = settings.model_dump(mode="json")
+    for key in sorted(shown):
+        print(f"{key.upper()}={shown[key]}")  # SecretStr fields dump as '**********'
+    print("configuration OK")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inmobi-sync",
+        description="Sync CDP segment-membership changes from Kafka to InMobi DSP audiences.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the worker (consume, buffer, upload, commit)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sandbox", help="run the local InMobi simulator")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("produce", help="publish sample or generated events to KAFKA_TOPIC")
+    p.add_argument("--count", type=int, default=1000, help="events to publish (default 1000)")
+    p.add_argument("--segments", default="", help="comma-separated CDP segment names")
+    p.add_argument("--devices", type=int, default=500, help="size of the device pool")
+    p.add_argument("--remove-share", type=float, default=0.2, help="share of REMOVE changes")
+    p.add_argument("--bad-share", type=float, default=0.01, help="share of bad records (to DLQ)")
+    p.add_argument(
+        "--uppercase-share",
+        type=float,
+        default=0.2,
+        help="share of devices whose UUID is written in upper case",
+    )
+    p.add_argument(
+        "--encoding",
+        choices=("avro", "framed", "json", "mix"),
+        default="mix",
+        help="value encoding (framed needs SCHEMA_REGISTRY_URL; default mix)",
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=12,
+        help="partitions when the topic must be created (default 12)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="random seed (same seed, same events)")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser(
+        "check-config", help="validate the configuration and print it (secrets hidden)"
+    )
+    p.add_argument("--run", action="store_true", help="also require what `run` needs")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"configuration error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

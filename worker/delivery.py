@@ -1,0 +1,220 @@
+"""Delivery of cut batches to InMobi: one queue per segment, bounded concurrency across segments.
+
+- Order: each segment has one task that uploads its batches one at a time, file by file, so two
+  uploads of one segment are never in flight together and a later batch never overtakes an earlier
+  one (CONTRACT section 2). Different segments upload concurrently, bounded by a semaphore.
+- Retries: transient failures (429, 5xx, timeouts) and auth failures are retried with the
+  `RetryPolicy` schedule, Retry-After honoured, re-sending the identical file. Nothing is ever
+  dropped by giving up: a segment that keeps failing stops advancing (its batches keep their
+  offset holds) and is reported as stuck.
+- Rejected files (400, 413) are split in halves until the rejected rows are isolated; a single
+  row InMobi rejects on its own is handed to `on_rejected_row` (the pipeline sends it to the DLQ).
+- 404: the segment ID is forgotten and resolved again (created anew unless SEGMENTS_FILE names it).
+
+A batch is reported to `on_done` only when every one of its rows was acknowledged or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+
+from worker.buffering import Batch, Rows
+from worker.directory import SegmentDirectory
+from worker.encoding import EncodedFile, FileLimits, encode_rows
+from worker.errors import (
+    AuthError,
+    FileRejectedError,
+    SyncError,
+    TransientError,
+    UnknownSegmentError,
+)
+from worker.metrics import Metrics
+from worker.model import IdType
+from worker.ports import InMobiPort
+from worker.retry import RetryPolicy
+
+__all__ = ["Delivery", "SegmentHealth"]
+
+log = structlog.get_logger(__name__)
+
+STUCK_AFTER_ATTEMPTS = 5
+
+
+@dataclass(slots=True)
+class SegmentHealth:
+    queue: deque[Batch] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+    failures: int = 0  # consecutive failed attempts
+    failing_since: float | None = None
+    last_error: str | None = None
+
+
+class Delivery:
+    def __init__(
+        self,
+        client: InMobiPort,
+        directory: SegmentDirectory,
+        columns: Mapping[IdType, str],
+        limits: FileLimits,
+        *,
+        metrics: Metrics,
+        on_done: Callable[[Batch], None],
+        on_rejected_row: Callable[[Rows, str], None],
+        concurrency: int = 4,
+        policy: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._client = client
+        self._directory = directory
+        self._columns = dict(columns)
+        self._limits = limits
+        self._metrics = metrics
+        self._on_done = on_done
+        self._on_rejected_row = on_rejected_row
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._policy = policy or RetryPolicy()
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._segments: dict[str, SegmentHealth] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.fatal: BaseException | None = None
+        self.rows_in_flight = 0
+
+    # -- queueing -------------------------------------------------------------------------------
+    def submit(self, batch: Batch) -> None:
+        health = self._segments.setdefault(batch.segment, SegmentHealth())
+        health.queue.append(batch)
+        self.rows_in_flight += batch.entries
+        self._idle.clear()
+        if health.task is None or health.task.done():
+            health.task = asyncio.create_task(self._run_segment(batch.segment, health))
+
+    def batches_in_flight(self) -> int:
+        return sum(len(h.queue) for h in self._segments.values())
+
+    def stuck(self) -> dict[str, SegmentHealth]:
+        return {n: h for n, h in self._segments.items() if h.failures >= STUCK_AFTER_ATTEMPTS}
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every submitted batch is done; False if `timeout` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        tasks = [h.task for h in self._segments.values() if h.task and not h.task.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- per segment ----------------------------------------------------------------------------
+    async def _run_segment(self, segment: str, health: SegmentHealth) -> None:
+        try:
+            while health.queue:
+                batch = health.queue[0]
+                await self._deliver(batch, health)
+                health.queue.popleft()
+                self.rows_in_flight -= batch.entries
+                self._on_done(batch)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a FatalError or a bug: stop the worker, commit nothing
+            self.fatal = exc
+            log.error("delivery_failed", segment=segment, error=repr(exc))
+        finally:
+            if all(not h.queue for h in self._segments.values()):
+                self._idle.set()
+
+    async def _deliver(self, batch: Batch, health: SegmentHealth) -> None:
+        started = time.monotonic()
+        for rows in batch.rows:
+            files = await asyncio.to_thread(encode_rows, rows, self._columns, self._limits)
+            for encoded in files:
+                await self._send(batch.segment, encoded, health)
+        log.info(
+            "batch_uploaded",
+            segment=batch.segment,
+            batch=batch.batch_id,
+            reason=batch.reason.value,
+            rows=batch.row_count,
+            entries=batch.entries,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    async def _send(self, segment: str, encoded: EncodedFile, health: SegmentHealth) -> None:
+        attempt = 0
+        action = encoded.rows.op.action
+        while True:
+            try:
+                await self._upload_once(segment, action, encoded)
+            except FileRejectedError as exc:
+                self._record_failure(health, segment, exc, attempt)
+                health.failures = 0  # a rejection is an answer, not an outage
+                await self._split(segment, encoded, str(exc), health)
+                return
+            except (TransientError, AuthError, UnknownSegmentError) as exc:
+                if isinstance(exc, UnknownSegmentError):
+                    self._directory.forget(segment)
+                self._record_failure(health, segment, exc, attempt)
+                retry_after = exc.retry_after if isinstance(exc, TransientError) else None
+                await self._sleep(self._policy.delay(attempt, self._rng.random(), retry_after))
+                attempt += 1
+                continue
+            health.failures, health.failing_since, health.last_error = 0, None, None
+            return
+
+    async def _upload_once(self, segment: str, action: str, encoded: EncodedFile) -> None:
+        segment_id = await self._directory.resolve(segment)
+        async with self._semaphore:
+            started = time.monotonic()
+            status = "ok"
+            try:
+                await self._client.upload(segment_id, action, encoded.payload)
+            except SyncError as exc:
+                status = str(getattr(exc, "status", None) or type(exc).__name__)
+                raise
+            finally:
+                self._metrics.upload_duration.observe(time.monotonic() - started)
+                self._metrics.uploads.labels(action=action, status=status).inc()
+        self._metrics.upload_rows.labels(action=action).inc(len(encoded.rows))
+
+    async def _split(
+        self, segment: str, encoded: EncodedFile, reason: str, health: SegmentHealth
+    ) -> None:
+        rows = encoded.rows
+        if len(rows) == 1:
+            self._on_rejected_row(rows, reason)
+            return
+        half = len(rows) // 2
+        for part in (rows.slice(0, half), rows.slice(half, len(rows))):
+            files = await asyncio.to_thread(encode_rows, part, self._columns, self._limits)
+            for f in files:
+                await self._send(segment, f, health)
+
+    def _record_failure(
+        self, health: SegmentHealth, segment: str, exc: SyncError, attempt: int
+    ) -> None:
+        health.failures += 1
+        health.last_error = str(exc)
+        if health.failing_since is None:
+            health.failing_since = time.monotonic()
+        if isinstance(exc, AuthError):
+            self._metrics.auth_failures.inc()
+        log.warning(
+            "upload_failed",
+            segment=segment,
+            attempt=attempt + 1,
+            error_class=type(exc).__name__,
+            error=str(exc),
+        )

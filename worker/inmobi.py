@@ -1,0 +1,279 @@
+"""The InMobi client (CONTRACT section 5): sessions, segment creation, gzip CSV uploads.
+
+The only module that uses aiohttp as a client for InMobi. Every HTTP outcome is translated here
+into the `worker.errors` tree:
+
+| outcome                                   | raised                         |
+|-------------------------------------------|--------------------------------|
+| 2xx                                       | (returns)                      |
+| 401; session body with `"error": true`    | AuthError                      |
+| 400, 413                                  | FileRejectedError(status)      |
+| 404                                       | UnknownSegmentError            |
+| 429 (with Retry-After), 5xx, other 4xx    | TransientError(retry_after)    |
+| timeout, connection reset, bad JSON       | TransientError                 |
+
+Sessions: one cached session, refreshed ahead of its expiry; refreshes are serialised by a lock, so
+concurrent callers share one generation. A 401 invalidates the session it was sent with (not a newer
+one) and the request is sent once more with a fresh session. The API key is sent only in headers
+and never appears in an error message or a log event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+from pydantic import SecretStr
+
+from worker.errors import (
+    AuthError,
+    FileRejectedError,
+    TransientError,
+    UnknownSegmentError,
+)
+
+__all__ = ["InMobiClient", "InMobiConfig", "SessionManager"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InMobiConfig:
+    base_url: str
+    session_url: str
+    username: str
+    account_id: str
+    api_key: SecretStr
+    property_id: str
+    session_path: str = "/v1.0/generatesession/generate"
+    segment_path: str = "/tpce/v1/segment"
+    upload_path: str = "/tpce/v1/segment/{segment_id}/users"
+    upload_field: str = "file"
+    upload_filename: str = "users.csv.gz"
+    upload_content_type: str = "application/gzip"
+    session_ttl_seconds: float = 86400.0
+    refresh_ahead_seconds: float = 3600.0
+    timeout_seconds: float = 60.0
+
+    @classmethod
+    def from_settings(cls, s: Any) -> InMobiConfig:
+        return cls(
+            base_url=s.inmobi_base_url.rstrip("/"),
+            session_url=s.inmobi_session_url.rstrip("/"),
+            username=s.inmobi_username or "",
+            account_id=s.inmobi_account_id or "",
+            api_key=s.inmobi_api_key or SecretStr(""),
+            property_id=s.inmobi_property_id or "",
+            session_path=s.inmobi_session_path,
+            segment_path=s.inmobi_segment_path,
+            upload_path=s.inmobi_upload_path,
+            upload_field=s.inmobi_upload_field,
+            upload_filename=s.inmobi_upload_filename,
+            upload_content_type=s.inmobi_upload_content_type,
+            session_ttl_seconds=s.inmobi_session_ttl_seconds,
+            refresh_ahead_seconds=s.inmobi_session_refresh_ahead_seconds,
+            timeout_seconds=s.inmobi_request_timeout_seconds,
+        )
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _message(body: Any, fallback: str) -> str:
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])[:500]
+    return fallback
+
+
+def raise_for_status(status: int, body: Any, headers: Any, what: str) -> None:
+    """Translate an HTTP answer into the error tree (no-op for 2xx)."""
+    if 200 <= status < 300:
+        return
+    msg = f"{what}: HTTP {status}: {_message(body, 'no message')}"
+    if status == 401:
+        raise AuthError(msg)
+    if status in (400, 413):
+        raise FileRejectedError(msg, status=status)
+    if status == 404:
+        raise UnknownSegmentError(msg)
+    raise TransientError(msg, status=status, retry_after=_retry_after(headers))
+
+
+class SessionManager:
+    """One live InMobi session at a time, generated lazily and refreshed ahead of expiry."""
+
+    def __init__(
+        self,
+        config: InMobiConfig,
+        http: aiohttp.ClientSession,
+        clock: Callable[[], float],
+        on_refresh: Callable[[bool], None] = lambda ok: None,
+    ) -> None:
+        self._config = config
+        self._http = http
+        self._clock = clock
+        self._on_refresh = on_refresh
+        self._lock = asyncio.Lock()
+        self._session_id: str | None = None
+        self._expires_at = 0.0
+
+    @property
+    def valid(self) -> bool:
+        return self._session_id is not None and self._clock() < self._expires_at
+
+    def _fresh(self) -> bool:
+        ahead = min(self._config.refresh_ahead_seconds, self._config.session_ttl_seconds / 2)
+        return self._session_id is not None and self._clock() < self._expires_at - ahead
+
+    async def get(self) -> str:
+        if self._fresh():
+            return self._session_id  # type: ignore[return-value]
+        async with self._lock:  # one generation at a time; waiters reuse its result
+            if not self._fresh():
+                await self._generate()
+            return self._session_id  # type: ignore[return-value]
+
+    def invalidate(self, session_id: str) -> None:
+        if session_id == self._session_id:
+            self._session_id = None
+
+    async def _generate(self) -> None:
+        c = self._config
+        headers = {
+            "userName": c.username,
+            "secretKey": c.api_key.get_secret_value(),
+            "accountId": c.account_id,
+        }
+        started = self._clock()
+        body = await _request_json(
+            self._http,
+            "GET",
+            c.session_url + c.session_path,
+            headers=headers,
+            timeout=c.timeout_seconds,
+            what="session",
+        )
+        if not isinstance(body, dict) or body.get("error") or not body.get("respList"):
+            self._on_refresh(False)
+            errors = body.get("errorList") if isinstance(body, dict) else None
+            raise AuthError(f"session: InMobi refused the credentials: {errors or 'no session'}")
+        self._session_id = str(body["respList"][0]["sessionId"])
+        self._expires_at = started + c.session_ttl_seconds
+        self._on_refresh(True)
+        log.info("session_generated", expires_in_seconds=c.session_ttl_seconds)
+
+
+async def _request_json(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    what: str,
+    timeout: float,
+    **kwargs: Any,
+) -> Any:
+    try:
+        async with http.request(
+            method, url, timeout=aiohttp.ClientTimeout(total=timeout), **kwargs
+        ) as resp:
+            text = await resp.text()
+            try:
+                body = json.loads(text) if text else None
+            except ValueError:
+                body = None
+            raise_for_status(resp.status, body, resp.headers, what)
+            if body is None:
+                raise TransientError(f"{what}: HTTP {resp.status} with a body that is not JSON")
+            return body
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
+
+
+class InMobiClient:
+    """Segment creation and uploads, each sent with the current session (re-auth once on 401)."""
+
+    def __init__(
+        self, config: InMobiConfig, http: aiohttp.ClientSession, sessions: SessionManager
+    ) -> None:
+        self._config = config
+        self._http = http
+        self.sessions = sessions
+
+    def _headers(self, session_id: str) -> dict[str, str]:
+        c = self._config
+        return {
+            "accountId": c.account_id,
+            "secretKey": c.api_key.get_secret_value(),
+            "sessionId": session_id,
+        }
+
+    async def _with_session(self, call: Callable[[dict[str, str]], Awaitable[Any]]) -> Any:
+        for attempt in (1, 2):
+            session_id = await self.sessions.get()
+            try:
+                return await call(self._headers(session_id))
+            except AuthError:
+                self.sessions.invalidate(session_id)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def create_segment(self, name: str, ttl_days: int) -> str:
+        c = self._config
+        params = {"segmentName": name, "propertyId": c.property_id, "membershipTtl": str(ttl_days)}
+
+        async def call(headers: dict[str, str]) -> Any:
+            return await _request_json(
+                self._http,
+                "POST",
+                c.base_url + c.segment_path,
+                params=params,
+                headers=headers,
+                timeout=c.timeout_seconds,
+                what="create segment",
+            )
+
+        body = await self._with_session(call)
+        segment_id = body.get("segmentId") if isinstance(body, dict) else None
+        if not segment_id:
+            raise TransientError(f"create segment: no segmentId in the answer: {body!r:.200}")
+        return str(segment_id)
+
+    async def upload(self, segment_id: str, action: str, payload: bytes) -> int:
+        """Upload one gzip CSV file; return the rows InMobi accepted."""
+        c = self._config
+        url = c.base_url + c.upload_path.format(segment_id=segment_id)
+        params = {"action": action, "propertyId": c.property_id}
+
+        async def call(headers: dict[str, str]) -> Any:
+            form = aiohttp.FormData()
+            form.add_field(
+                c.upload_field,
+                payload,
+                filename=c.upload_filename,
+                content_type=c.upload_content_type,
+            )
+            return await _request_json(
+                self._http,
+                "POST",
+                url,
+                params=params,
+                headers=headers,
+                data=form,
+                timeout=c.timeout_seconds,
+                what="upload",
+            )
+
+        body = await self._with_session(call)
+        rows = body.get("rows") if isinstance(body, dict) else None
+        return int(rows) if isinstance(rows, int) else -1

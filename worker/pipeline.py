@@ -1,0 +1,386 @@
+"""The pipeline: consume, decode, buffer, flush, deliver, commit.
+
+It sees its adapters only through ports (`SourcePort`, `DlqPort`) and the `Delivery` stage; the
+pure core (decoder, buffers, offset tracker) is driven from the event loop thread. Every call to
+the consumer runs on one dedicated thread, so rebalance callbacks (invoked inside `poll_batch`)
+run there too and hand their work to the loop with `run_coroutine_threadsafe`.
+
+Commit protocol (the only place offsets are committed; every failure commits nothing further and
+re-consumption after a restart is the recovery):
+
+1. Every consumed record is accounted for before the batch it came in is marked consumed: it is
+   held by a segment buffer (the buffer's first offset per partition), held by a pending DLQ write,
+   or ignored (mode) and so already done.
+2. A cut batch keeps its buffer's holds while it is delivered; the holds are released only when
+   every row was acknowledged by InMobi (2xx) or dead-lettered with a confirmed DLQ write.
+3. The committable offset of a partition is its lowest held offset, or the next offset to consume
+   when nothing is held (`OffsetTracker.to_commit`).
+4. Commits run on the consumer thread, every COMMIT_INTERVAL_SECONDS and after each acknowledged
+   batch, only for partitions this worker still owns at that moment and only when the offset moved.
+5. On a commit failure nothing is marked committed; the next tick tries again from step 3.
+6. On revoke: the buffers holding revoked partitions are flushed, their deliveries awaited up to
+   REVOKE_TIMEOUT_SECONDS, and what is committable is committed from inside the callback; anything
+   still unacknowledged stays uncommitted and the new owner re-reads it (at-least-once).
+   On partition loss nothing is committed for the lost partitions.
+7. On shutdown: consumption stops, every buffer is flushed, deliveries and DLQ writes are awaited
+   up to SHUTDOWN_TIMEOUT_SECONDS, a final commit runs, and the consumer leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+
+from worker.buffering import Batch, BufferSet, FlushReason, Rows
+from worker.decoding import Decoder
+from worker.delivery import Delivery
+from worker.errors import FatalError, SyncError, TransientError
+from worker.metrics import Metrics
+from worker.model import MembershipChange, Rejection, SourceMessage, Stage
+from worker.offsets import OffsetTracker
+from worker.ports import Clock, DlqPort, SourcePort
+from worker.registry import SchemaRegistryClient
+from worker.retry import RetryPolicy
+from worker.segments import SegmentCatalog
+
+__all__ = ["Pipeline", "PipelineConfig"]
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    commit_interval_seconds: float = 1.0
+    shutdown_timeout_seconds: float = 30.0
+    revoke_timeout_seconds: float = 20.0
+    max_buffered_ids: int = 10_000_000
+    poll_max_messages: int = 10_000
+    poll_timeout_seconds: float = 0.1
+    tick_seconds: float = 0.1
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        source: SourcePort,
+        dlq: DlqPort,
+        decoder: Decoder,
+        registry: SchemaRegistryClient | None,
+        buffers: BufferSet,
+        tracker: OffsetTracker,
+        delivery_factory: Any,
+        catalog: SegmentCatalog,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self._source = source
+        self._dlq = dlq
+        self._decoder = decoder
+        self._registry = registry
+        self._buffers = buffers
+        self._tracker = tracker
+        self._catalog = catalog
+        self._metrics = metrics
+        self._clock = clock
+        self.delivery: Delivery = delivery_factory(self._batch_done, self._row_rejected)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="kafka")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._owned: frozenset[int] = frozenset()  # written on the consumer thread only
+        self._paused = False
+        self._commit_wanted = asyncio.Event()
+        self._closing = False
+        self.last_poll = 0.0  # monotonic time of the last poll: liveness
+        self.assigned_once = False
+        self.fatal: BaseException | None = None
+
+    # -- consumer thread helpers ----------------------------------------------------------------
+    async def _on_kafka_thread(self, fn: Any, *args: Any) -> Any:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._thread, fn, *args)
+
+    def _in_loop(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """From the consumer thread: run `coro` on the loop and wait for its result."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    # -- rebalance callbacks (consumer thread) --------------------------------------------------
+    def _on_assign(self, partitions: list[int]) -> None:
+        self._owned = self._owned | set(partitions)
+        self.assigned_once = True
+        self._in_loop(self._assigned(partitions), 30)
+
+    def _on_revoke(self, partitions: list[int]) -> None:
+        deadline = 0.0 if self._closing else self._config.revoke_timeout_seconds
+        offsets = self._in_loop(self._revoking(set(partitions), deadline), deadline + 10)
+        try:
+            self._source.commit(offsets)
+            self._in_loop(self._committed(offsets), 30)
+        except SyncError as exc:
+            log.warning("revoke_commit_failed", partitions=partitions, error=str(exc))
+        self._owned = self._owned - set(partitions)
+        self._in_loop(self._forget(partitions), 30)
+
+    def _on_lost(self, partitions: list[int]) -> None:
+        self._owned = self._owned - set(partitions)
+        log.warning("partitions_lost", partitions=partitions)
+        self._in_loop(self._forget(partitions), 30)
+
+    async def _assigned(self, partitions: list[int]) -> None:
+        for p in partitions:
+            self._tracker.assign(p)
+        log.info("partitions_assigned", partitions=partitions)
+
+    async def _revoking(self, partitions: set[int], deadline: float) -> dict[int, int]:
+        for segment in self._buffers.holding(partitions):
+            self._flush(segment, FlushReason.REVOKE)
+        if deadline > 0:
+            await self._wait_released(partitions, deadline)
+        offsets = self._tracker.to_commit(partitions)
+        log.info(
+            "partitions_revoked",
+            partitions=sorted(partitions),
+            commit=offsets,
+            unacknowledged=self._tracker.outstanding(partitions),
+        )
+        return offsets
+
+    async def _wait_released(self, partitions: set[int], deadline: float) -> None:
+        end = self._clock.monotonic() + deadline
+        while self._tracker.outstanding(partitions) and self._clock.monotonic() < end:
+            self._dlq.poll(0)
+            await asyncio.sleep(0.02)
+
+    async def _committed(self, offsets: dict[int, int]) -> None:
+        self._tracker.mark_committed(offsets)
+
+    async def _forget(self, partitions: list[int]) -> None:
+        for p in partitions:
+            self._tracker.revoke(p)
+            with contextlib.suppress(KeyError):
+                self._metrics.commit_lag.remove(str(p))
+
+    # -- processing (loop thread) ---------------------------------------------------------------
+    async def _ensure_schemas(self, msgs: list[SourceMessage]) -> None:
+        missing = self._decoder.missing_schema_ids(msgs)
+        if not missing or self._registry is None:
+            return
+        attempt = 0
+        policy = RetryPolicy(cap_seconds=10)
+        for schema_id in sorted(missing):
+            while True:
+                try:
+                    text = await self._registry.fetch(schema_id)
+                    break
+                except TransientError as exc:
+                    log.warning("schema_registry_unavailable", schema_id=schema_id, error=str(exc))
+                    await asyncio.sleep(policy.delay(attempt, 0.5))
+                    attempt += 1
+            if text is None:
+                self._decoder.mark_schema_missing(schema_id)
+            else:
+                self._decoder.add_writer_schema(schema_id, text)
+
+    def _process(self, msgs: list[SourceMessage]) -> None:
+        now = self._clock.monotonic()
+        owned = self._owned
+        decode = self._decoder.decode
+        add = self._buffers.add
+        catalog = self._catalog
+        last: dict[int, int] = {}
+        accepted = ignored = 0
+        for msg in msgs:
+            if msg.partition not in owned:
+                continue  # fetched before a revoke: the new owner reads it
+            last[msg.partition] = msg.offset
+            result = decode(msg)
+            if type(result) is MembershipChange:
+                if not catalog.get(result.segment).mode.accepts(result.op):
+                    ignored += 1
+                    continue
+                accepted += 1
+                reason = add(result, now)
+                if reason is not None:
+                    self._flush(result.segment, reason)
+            else:
+                self._dead_letter(msg, result)  # type: ignore[arg-type]
+        for p, offset in last.items():
+            self._tracker.consumed(p, offset)
+        self._metrics.events.labels(result="accepted").inc(accepted)
+        self._metrics.events.labels(result="ignored").inc(ignored)
+        if self._buffers.buffered > self._config.max_buffered_ids:
+            self._relieve_memory()
+
+    def _dead_letter(self, msg: SourceMessage, rejection: Rejection) -> None:
+        epoch = self._tracker.hold(msg.partition, msg.offset)
+        self._metrics.events.labels(result="rejected").inc()
+
+        def done(error: str | None) -> None:
+            if error is not None:  # not confirmed: keep holding; never commit past it
+                log.error(
+                    "dlq_write_failed", partition=msg.partition, offset=msg.offset, error=error
+                )
+                self.fatal = self.fatal or FatalError(f"DLQ write failed: {error}")
+                return
+            self._metrics.dlq.labels(stage=rejection.stage.value).inc()
+            self._tracker.release(msg.partition, msg.offset, epoch)
+
+        log.info(
+            "record_rejected",
+            partition=msg.partition,
+            offset=msg.offset,
+            stage=rejection.stage.value,
+            reason=rejection.message,
+        )
+        self._dlq.send(msg, rejection, done)
+
+    def _row_rejected(self, rows: Rows, reason: str) -> None:
+        """A row InMobi rejected on its own: DLQ it (stage UPLOAD) with the change as JSON."""
+        value = json.dumps(
+            {"op": rows.op.name, "id_type": rows.id_type.name, "device_id": rows.ids[0]}
+        ).encode()
+        msg = SourceMessage(
+            self._source.topic, rows.partitions[0], rows.offsets[0], rows.ids[0].encode(), value, 0
+        )
+        self._dead_letter(
+            msg, Rejection(Stage.UPLOAD, "FileRejectedError", reason, msg.partition, msg.offset)
+        )
+
+    def _flush(self, segment: str, reason: FlushReason) -> None:
+        batch = self._buffers.cut(segment, reason)
+        if batch is None:
+            return
+        self._metrics.flushes.labels(reason=reason.value).inc()
+        self._metrics.buffered_ids.labels(segment=segment).set(0)
+        self.delivery.submit(batch)
+
+    def _relieve_memory(self) -> None:
+        for segment in self._buffers.largest():
+            if self._buffers.buffered <= self._config.max_buffered_ids // 2:
+                break
+            self._flush(segment, FlushReason.MEMORY)
+
+    def _batch_done(self, batch: Batch) -> None:
+        for partition, offset, epoch in batch.holds:
+            self._tracker.release(partition, offset, epoch)
+        self._commit_wanted.set()
+
+    # -- periodic work --------------------------------------------------------------------------
+    async def _commit(self) -> None:
+        offsets = self._tracker.to_commit(set(self._owned))
+        if not offsets:
+            return
+        try:
+            done = await self._on_kafka_thread(self._commit_owned, offsets)
+        except SyncError as exc:
+            self._metrics.commits.labels(result="failed").inc()
+            log.warning("commit_failed", error=str(exc))
+            return
+        self._tracker.mark_committed(done)
+        self._metrics.commits.labels(result="ok").inc()
+        log.debug("offsets_committed", offsets=done)
+
+    def _commit_owned(self, offsets: dict[int, int]) -> dict[int, int]:
+        """On the consumer thread: commit only what is still owned at this moment."""
+        owned = {p: o for p, o in offsets.items() if p in self._owned}
+        self._source.commit(owned)
+        return owned
+
+    def _backpressure(self) -> None:
+        in_flight = self.delivery.rows_in_flight
+        limit = self._config.max_buffered_ids
+        if not self._paused and in_flight > limit:
+            self._paused = True
+            self._thread.submit(self._source.pause, sorted(self._owned))
+            log.warning("consumption_paused", rows_in_flight=in_flight)
+        elif self._paused and in_flight <= limit // 2:
+            self._paused = False
+            self._thread.submit(self._source.resume, sorted(self._owned))
+            log.info("consumption_resumed", rows_in_flight=in_flight)
+        self._metrics.paused.set(len(self._owned) if self._paused else 0)
+
+    async def _ticker(self, stop: asyncio.Event) -> None:
+        next_commit = self._clock.monotonic()
+        while not stop.is_set():
+            now = self._clock.monotonic()
+            for segment, reason in self._buffers.due(now):
+                self._flush(segment, reason)
+            self._dlq.poll(0)
+            self._backpressure()
+            if self._commit_wanted.is_set() or now >= next_commit:
+                self._commit_wanted.clear()
+                next_commit = now + self._config.commit_interval_seconds
+                await self._commit()
+                self._observe(now)
+            if self.delivery.fatal or self.fatal:
+                self.fatal = self.fatal or self.delivery.fatal
+                stop.set()
+            await asyncio.sleep(self._config.tick_seconds)
+
+    def _observe(self, now: float) -> None:
+        m = self._metrics
+        for segment, size in self._buffers.sizes().items():
+            m.buffered_ids.labels(segment=segment).set(size)
+        oldest = self._buffers.oldest()
+        m.oldest_age.set(0 if oldest is None else now - oldest)
+        for p, lag in self._tracker.lag().items():
+            m.commit_lag.labels(partition=str(p)).set(lag)
+        m.in_flight.set(self.delivery.batches_in_flight())
+        m.stuck_segments.set(len(self.delivery.stuck()))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then drain and commit (protocol steps 7)."""
+        self._loop = asyncio.get_running_loop()
+        await self._on_kafka_thread(
+            self._source.subscribe, self._on_assign, self._on_revoke, self._on_lost
+        )
+        ticker = asyncio.create_task(self._ticker(stop))
+        try:
+            await self._consume(stop)
+        finally:
+            await self._shutdown(ticker)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        cfg = self._config
+        while not stop.is_set():
+            self.last_poll = self._clock.monotonic()
+            msgs = await self._on_kafka_thread(
+                self._source.poll_batch, cfg.poll_max_messages, cfg.poll_timeout_seconds
+            )
+            if msgs:
+                await self._ensure_schemas(msgs)
+                self._process(msgs)
+
+    async def _shutdown(self, ticker: asyncio.Task[None]) -> None:
+        cfg = self._config
+        self._closing = True
+        log.info("shutdown_started", buffered=self._buffers.buffered)
+        for segment in self._buffers.segments():
+            self._flush(segment, FlushReason.SHUTDOWN)
+        end = self._clock.monotonic() + cfg.shutdown_timeout_seconds
+        drained = self.fatal is None and await self.delivery.drain(cfg.shutdown_timeout_seconds)
+        left = await self._on_kafka_thread(self._dlq.flush, max(0.1, end - self._clock.monotonic()))
+        ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
+        if self.fatal is None:
+            await self._commit()
+        await self.delivery.close()
+        await self._on_kafka_thread(self._source.close)
+        self._thread.shutdown(wait=True)
+        log.info(
+            "shutdown_finished",
+            drained=drained,
+            dlq_unconfirmed=left,
+            unacknowledged=self._tracker.outstanding(set(self._tracker.partitions())),
+        )

@@ -1,0 +1,56 @@
+"""Ports: the small Protocols through which the pipeline sees its adapters.
+
+Each has a real adapter (`kafka.py`, `inmobi.py`) and an in-repo fake used by tests
+(`tests/fakes.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
+
+from worker.model import Rejection, SourceMessage
+
+__all__ = ["Clock", "DlqPort", "InMobiPort", "SourcePort"]
+
+RebalanceCallback = Callable[[list[int]], None]
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+
+class SourcePort(Protocol):
+    topic: str
+
+    def subscribe(
+        self, on_assign: RebalanceCallback, on_revoke: RebalanceCallback, on_lost: RebalanceCallback
+    ) -> None: ...
+
+    def poll_batch(self, max_messages: int, timeout: float) -> list[SourceMessage]: ...
+
+    def commit(self, offsets: Mapping[int, int]) -> None: ...
+
+    def pause(self, partitions: Iterable[int]) -> None: ...
+
+    def resume(self, partitions: Iterable[int]) -> None: ...
+
+    def high_watermarks(self, partitions: Iterable[int]) -> dict[int, int]: ...
+
+    def close(self) -> None: ...
+
+
+class DlqPort(Protocol):
+    def send(
+        self, msg: SourceMessage, rejection: Rejection, on_done: Callable[[str | None], None]
+    ) -> None: ...
+
+    def poll(self, timeout: float = 0.0) -> int: ...
+
+    def flush(self, timeout: float) -> int: ...
+
+
+class InMobiPort(Protocol):
+    async def create_segment(self, name: str, ttl_days: int) -> str: ...
+
+    async def upload(self, segment_id: str, action: str, payload: bytes) -> int: ...

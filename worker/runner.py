@@ -1,0 +1,151 @@
+"""The composition of `inmobi-sync run`: settings → adapters → pipeline, plus health and signals.
+
+Exit codes: 0 after a clean drain (SIGTERM/SIGINT), 1 on a fatal error (nothing further is
+committed; the next start re-consumes from the last commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import aiohttp
+import structlog
+
+from worker.buffering import BufferLimits, BufferSet
+from worker.config import Settings
+from worker.decoding import Decoder
+from worker.delivery import Delivery
+from worker.directory import SegmentDirectory
+from worker.encoding import FileLimits
+from worker.inmobi import InMobiClient, InMobiConfig, SessionManager
+from worker.kafka import DlqSink, KafkaSource, consumer_config, producer_config
+from worker.metrics import Metrics
+from worker.observability import Readiness, start_http
+from worker.offsets import OffsetTracker
+from worker.pipeline import Pipeline, PipelineConfig
+from worker.registry import SchemaRegistryClient
+
+__all__ = ["MonotonicClock", "run_worker"]
+
+log = structlog.get_logger(__name__)
+
+STUCK_READINESS_SECONDS = 300.0
+
+
+class MonotonicClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def _pipeline_config(s: Settings) -> PipelineConfig:
+    return PipelineConfig(
+        commit_interval_seconds=s.commit_interval_seconds,
+        shutdown_timeout_seconds=s.shutdown_timeout_seconds,
+        revoke_timeout_seconds=s.revoke_timeout_seconds,
+        max_buffered_ids=s.max_buffered_ids,
+    )
+
+
+def _readiness(pipeline: Pipeline, sessions: SessionManager) -> Readiness:
+    stuck = {
+        name: h.last_error
+        for name, h in pipeline.delivery.stuck().items()
+        if h.failing_since is not None
+        and time.monotonic() - h.failing_since > STUCK_READINESS_SECONDS
+    }
+    reasons = {
+        "assigned": pipeline.assigned_once,
+        "inmobi_session": sessions.valid,
+        "stuck_segments": stuck,
+    }
+    return Readiness(not stuck and pipeline.fatal is None, reasons)
+
+
+def _liveness(pipeline: Pipeline, limit: float) -> Readiness:
+    since = time.monotonic() - pipeline.last_poll if pipeline.last_poll else 0.0
+    return Readiness(since < limit, {"seconds_since_poll": round(since, 3)})
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> int:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    metrics = Metrics()
+    catalog = settings.load_segments()
+    tracker = OffsetTracker()
+    buffers = BufferSet(
+        BufferLimits(
+            settings.flush_max_ids, settings.flush_max_bytes, settings.flush_max_age_seconds
+        ),
+        tracker,
+    )
+    limits = FileLimits(
+        settings.inmobi_max_rows_per_file, settings.inmobi_max_bytes_per_file, settings.gzip_level
+    )
+    async with aiohttp.ClientSession() as http:
+        sessions = SessionManager(
+            InMobiConfig.from_settings(settings),
+            http,
+            time.monotonic,
+            on_refresh=lambda ok: metrics.session_refreshes.labels(
+                result="ok" if ok else "failed"
+            ).inc(),
+        )
+        client = InMobiClient(InMobiConfig.from_settings(settings), http, sessions)
+        directory = SegmentDirectory(catalog, client)
+
+        def make_delivery(on_done, on_rejected_row):  # type: ignore[no-untyped-def]
+            return Delivery(
+                client,
+                directory,
+                settings.csv_columns,
+                limits,
+                metrics=metrics,
+                on_done=on_done,
+                on_rejected_row=on_rejected_row,
+                concurrency=settings.inmobi_max_concurrent_uploads,
+            )
+
+        registry = (
+            SchemaRegistryClient(settings.schema_registry_url.rstrip("/"), http)
+            if settings.schema_registry_url
+            else None
+        )
+        pipeline = Pipeline(
+            _pipeline_config(settings),
+            source=KafkaSource(consumer_config(settings), settings.kafka_topic),
+            dlq=DlqSink(producer_config(settings), settings.kafka_dlq_topic),
+            decoder=Decoder(registry_enabled=registry is not None),
+            registry=registry,
+            buffers=buffers,
+            tracker=tracker,
+            delivery_factory=make_delivery,
+            catalog=catalog,
+            metrics=metrics,
+            clock=MonotonicClock(),
+        )
+        live_limit = max(30.0, settings.revoke_timeout_seconds + 15)
+        runner = await start_http(
+            settings.http_port,
+            metrics,
+            live=lambda: _liveness(pipeline, live_limit),
+            ready=lambda: _readiness(pipeline, sessions),
+        )
+        log.info(
+            "worker_started",
+            topic=settings.kafka_topic,
+            group=settings.kafka_group_id,
+            http_port=settings.http_port,
+        )
+        try:
+            await pipeline.run(stop)
+        finally:
+            await runner.cleanup()
+    if pipeline.fatal is not None:
+        log.error("worker_failed", error=str(pipeline.fatal))
+        return 1
+    log.info("worker_stopped")
+    return 0
