@@ -52,6 +52,13 @@ class BufferLimits:
     max_age_seconds: float = 60.0
 
 
+def _csv_row_bytes(device_id: str) -> int:
+    """Bytes of a DEVICE_ID row as the encoder writes it (quoted when it holds `,` or `"`)."""
+    if "," in device_id or '"' in device_id or device_id != device_id.strip():
+        return len(device_id) + device_id.count('"') + 3
+    return len(device_id) + 1
+
+
 def format_uuid(raw: bytes) -> str:
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -166,7 +173,7 @@ class SegmentBuffer:
         if self.opened_at is None:
             self.opened_at = now
         self.entries += 1
-        self.csv_bytes += _UUID_ROW_BYTES if lane.packed else len(change.device_id) + 1
+        self.csv_bytes += _UUID_ROW_BYTES if lane.packed else _csv_row_bytes(change.device_id)
         if change.partition in self.first_offsets:
             return False
         self.first_offsets[change.partition] = change.offset

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
@@ -48,12 +49,15 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from worker.produce import produce, register_schema
 
     settings = _settings()
-    encodings = ("avro", "framed", "json") if args.encoding == "mix" else (args.encoding,)
+    encodings: tuple[str, ...] = (
+        ("avro", "framed", "json") if args.encoding == "mix" else (args.encoding,)
+    )
     if "framed" in encodings and not settings.schema_registry_url:
         if args.encoding == "framed":
             raise ConfigError(["SCHEMA_REGISTRY_URL: required to produce framed Avro"])
         encodings = ("avro", "json")
     schema_id = register_schema(settings) if "framed" in encodings else 0
+    segments = tuple(x.strip() for x in args.segments.split(",") if x.strip())
     spec = GeneratorSpec(
         count=args.count,
         devices=args.devices,
@@ -63,12 +67,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
         uppercase_share=args.uppercase_share,
         seed=args.seed,
         schema_id=schema_id,
-        **(
-            {"segments": tuple(s.strip() for s in args.segments.split(","))}
-            if args.segments
-            else {}
-        ),
     )
+    if segments:
+        spec = dataclasses.replace(spec, segments=segments)
     report = produce(settings, spec, partitions=args.partitions)
     print(
         f"produced {report.sent} events to {settings.kafka_topic} "
@@ -89,6 +90,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"{key.upper()}={shown[key]}")  # SecretStr fields dump as '**********'
     print("configuration OK")
     return 0
+
+
+def cmd_demo(_args: argparse.Namespace) -> int:
+    from worker.demo import main as demo_main
+
+    return demo_main()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,6 +145,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run", action="store_true", help="also require what `run` needs")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser(
+        "demo", help="run broker, sandbox, sample events and the worker locally; print the result"
+    )
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

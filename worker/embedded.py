@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 __all__ = ["EmbeddedBroker", "free_port", "wait_for_port"]
@@ -24,7 +25,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, deadline: float, alive: callable = lambda: True) -> bool:  # type: ignore[valid-type]
+def wait_for_port(port: int, deadline: float, alive: Callable[[], bool] = lambda: True) -> bool:
     while time.monotonic() < deadline:
         if not alive():
             return False

@@ -8,8 +8,9 @@ in whichever thread calls `DlqSink.poll`, which the pipeline does from its event
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import confluent_kafka
 import structlog
@@ -232,7 +233,7 @@ def create_topics(
     config: Mapping[str, Any], topics: Mapping[str, int], compacted: Iterable[str] = ()
 ) -> None:
     """Create topics that do not exist yet (partition counts as given); existing ones are kept."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient(dict(config))
     existing = set(admin.list_topics(timeout=15).topics)
@@ -308,12 +309,20 @@ def group_committed(
         consumer.close()
 
 
+class StoredRecord(NamedTuple):
+    """A record read back by tools and tests, headers included."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
 def read_all(
     config: Mapping[str, Any], topic: str, end_offsets: Mapping[int, int], timeout: float = 30.0
-) -> list[SourceMessage]:
+) -> list[StoredRecord]:
     """Every record of `topic` below the given end offsets (for tools and tests)."""
-    import time as _time
-
     consumer = Consumer(
         dict(config)
         | {
@@ -325,24 +334,19 @@ def read_all(
     )
     wanted = {p: o for p, o in end_offsets.items() if o > 0}
     consumer.assign([KTopicPartition(topic, p, 0) for p in wanted])
-    out: list[SourceMessage] = []
+    out: list[StoredRecord] = []
     seen: dict[int, int] = {}
-    deadline = _time.monotonic() + timeout
+    deadline = time.monotonic() + timeout
     try:
         while any(seen.get(p, 0) < o for p, o in wanted.items()):
-            if _time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 raise TransientError(f"kafka: timed out reading {topic}")
             m: Any
             for m in consumer.consume(10000, 0.2):
-                if m.error() is None:
+                if m.error() is None and m.offset() < wanted.get(m.partition(), 0):
                     out.append(
-                        SourceMessage(
-                            topic,
-                            m.partition(),
-                            m.offset(),
-                            m.key(),
-                            m.value(),
-                            m.timestamp()[1],
+                        StoredRecord(
+                            m.partition(), m.offset(), m.key(), m.value(), list(m.headers() or [])
                         )
                     )
                     seen[m.partition()] = m.offset() + 1

@@ -27,7 +27,7 @@ class ProduceReport:
 
 
 async def _register(url: str, subject: str) -> int:
-    from worker.generator import SCHEMA_JSON
+    from worker.avro_fast import BUNDLED_SCHEMA_JSON as SCHEMA_JSON
 
     async with aiohttp.ClientSession() as http:
         return await SchemaRegistryClient(url.rstrip("/"), http).register(subject, SCHEMA_JSON)

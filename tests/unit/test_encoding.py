@@ -53,3 +53,13 @@ def test_any_rows_fit_limits_and_keep_every_id(n: int, max_rows: int) -> None:
     files = encode_rows(rows_of(ids), CSV_COLUMN, FileLimits(max_rows=max_rows, max_bytes=2048))
     assert all(len(f.rows) <= max_rows and f.size <= 2048 for f in files)
     assert [x for f in files for x in lines(f.payload)[1:]] == ids
+
+
+def test_device_ids_with_commas_or_quotes_are_csv_quoted() -> None:
+    import csv
+    import io
+
+    ids = ['plain', 'a,b', 'say "hi"']
+    (f,) = encode_rows(rows_of(ids, IdType.DEVICE_ID), CSV_COLUMN, FileLimits())
+    parsed = list(csv.reader(io.StringIO(gzip.decompress(f.payload).decode())))
+    assert parsed == [["ifa"], ["plain"], ["a,b"], ['say "hi"']]
