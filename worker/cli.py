@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from worker.errors import ConfigError
@@ -30,10 +32,14 @@ def cmd_run(_args: argparse.Namespace) -> int:
     from worker.observability import configure_logging
     from worker.runner import run_worker
 
+    # A SIGTERM that arrives while the worker is still starting is remembered, not fatal.
+    early_stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: early_stop.set())
     settings = _settings()
     require_for_run(settings)
     configure_logging(settings.log_level, settings.log_format)
-    return asyncio.run(run_worker(settings))
+    return asyncio.run(run_worker(settings, early_stop=early_stop))
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -89,6 +95,93 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for key in sorted(shown):
         print(f"{key.upper()}={shown[key]}")  # SecretStr fields dump as '**********'
     print("configuration OK")
+    if not args.connect:
+        return 0
+    from worker.ops import check_connect
+
+    problems = check_connect(settings, note=print)
+    for line in problems:
+        print(f"connection problem: {line}", file=sys.stderr)
+    if problems:
+        return 1
+    print("connections OK")
+    return 0
+
+
+def cmd_status(_args: argparse.Namespace) -> int:
+    from worker.errors import FatalError, TransientError
+    from worker.ops import format_status, status
+
+    settings = _settings()
+    try:
+        report = status(settings)
+    except (TransientError, FatalError) as exc:
+        print(f"status failed: {exc}", file=sys.stderr)
+        return 1
+    print(format_status(report))
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from worker.errors import FatalError, TransientError
+    from worker.ops import format_replay, replay_dlq
+
+    def progress(scanned: int, matched: int) -> None:
+        print(f"scanned {scanned} DLQ records, {matched} to replay", file=sys.stderr, flush=True)
+
+    settings = _settings()
+    try:
+        report = replay_dlq(
+            settings,
+            stage=args.stage,
+            segment=args.segment,
+            dry_run=args.dry_run,
+            progress=progress,
+        )
+    except (TransientError, FatalError) as exc:
+        print(f"dlq replay failed: {exc}", file=sys.stderr)
+        return 1
+    print(format_replay(report))
+    return 0 if report.failed == 0 else 1
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from worker.openrtb.verify import VerifyError, format_result, verify
+
+    async def go() -> int:
+        async with aiohttp.ClientSession() as http:
+            result = await verify(
+                args.url,
+                args.device_id,
+                args.id_type,
+                http,
+                platform=args.platform,
+                bidfloor=args.bidfloor,
+            )
+        print(format_result(result))
+        return 0 if result.targeted else 3
+
+    try:
+        return asyncio.run(go())
+    except (VerifyError, ValueError) as exc:
+        print(f"verify failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_segments_list(_args: argparse.Namespace) -> int:
+    from worker.errors import FatalError, TransientError
+    from worker.kafka import producer_config
+    from worker.kafka_registry import format_registry, list_registry
+
+    settings = _settings()
+    try:
+        entries = list_registry(producer_config(settings), settings.segment_registry_topic)
+    except (TransientError, FatalError) as exc:
+        print(f"segments list failed: {exc}", file=sys.stderr)
+        return 1
+    print(format_registry(entries))
     return 0
 
 
@@ -144,7 +237,66 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="validate the configuration and print it (secrets hidden)"
     )
     p.add_argument("--run", action="store_true", help="also require what `run` needs")
+    p.add_argument(
+        "--connect",
+        action="store_true",
+        help="also reach Kafka (topics), the schema registry and InMobi (creates one session)",
+    )
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser(
+        "status", help="committed offset, end offset and lag per partition of KAFKA_TOPIC"
+    )
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("dlq", help="dead-letter topic tools")
+    dlq = p.add_subparsers(dest="dlq_command", required=True, metavar="DLQ_COMMAND")
+    p = dlq.add_parser(
+        "replay",
+        help="re-publish KAFKA_DLQ_TOPIC records to KAFKA_TOPIC (original key and value)",
+        description="Re-publish dead-lettered records to KAFKA_TOPIC with their original key and "
+        "value, without the __connect.errors.* headers and with inmobi_sync.replayed_from. "
+        "Reads the DLQ up to its end at start. A replayed change lands after newer changes of "
+        "the same device: it wins over them.",
+    )
+    p.add_argument(
+        "--stage",
+        type=str.upper,
+        choices=("DECODE", "VALIDATE", "UPLOAD"),
+        help="only records rejected at this stage",
+    )
+    p.add_argument(
+        "--segment",
+        help="only records of this segment (CDP or InMobi name); unreadable values never match",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="count what would be replayed; write nothing"
+    )
+    p.set_defaults(func=cmd_dlq_replay)
+
+    p = sub.add_parser("segments", help="the segment registry (name → InMobi segment ID)")
+    seg_sub = p.add_subparsers(dest="segments_command", required=True, metavar="ACTION")
+    q = seg_sub.add_parser("list", help="show every registered segment")
+    q.set_defaults(func=cmd_segments_list)
+
+    p = sub.add_parser(
+        "verify", help="send an OpenRTB 2.5 bid request for a device to the sandbox bidder"
+    )
+    p.add_argument("--device-id", required=True, help="the IDFA or GAID to look up")
+    p.add_argument("--id-type", choices=("IDFA", "GAID"), required=True)
+    p.add_argument(
+        "--platform",
+        choices=("ios", "android"),
+        default=None,
+        help="app context (default: iOS for IDFA, Android for GAID)",
+    )
+    p.add_argument("--bidfloor", type=float, default=0.0, help="impression floor in CPM")
+    p.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080/openrtb2/bid",
+        help="bidder endpoint (default: the local sandbox)",
+    )
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
         "demo", help="run broker, sandbox, sample events and the worker locally; print the result"

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     kafka_producer_overrides: dict[str, Any] = Field(default_factory=dict)
     schema_registry_url: str | None = None
     segment_registry_topic: str = "inmobi-segment-registry"
+    segment_claim_ttl_seconds: float = Field(300, gt=0)
 
     # InMobi (documented parts)
     inmobi_base_url: str = "https://advertiser.inmobiapis.com"
@@ -77,6 +78,8 @@ class Settings(BaseSettings):
     inmobi_request_timeout_seconds: float = Field(60, gt=0)
     inmobi_max_concurrent_uploads: int = Field(4, ge=1, le=64)
     inmobi_requests_per_second: float = Field(20, gt=0)
+    inmobi_max_sessions_per_hour: int = Field(60, ge=1)
+    inmobi_auth_fatal_after: int = Field(5, ge=1)
 
     # Segments and flushing
     segments_file: Path | None = None

@@ -9,7 +9,9 @@
   offset holds) and is reported as stuck.
 - Rejected files (400, 413) are split in halves until the rejected rows are isolated; a single
   row InMobi rejects on its own is handed to `on_rejected_row` (the pipeline sends it to the DLQ).
-- 404: the segment ID is forgotten and resolved again (created anew unless SEGMENTS_FILE names it).
+- 404: retried like an outage and reported as stuck; the worker never re-creates a segment on its
+  own, because a 404 that is not final would leave a duplicate segment behind. An operator puts
+  the right ID into SEGMENTS_FILE (which always wins) and restarts.
 
 A batch is reported to `on_done` only when every one of its rows was acknowledged or dead-lettered.
 """
@@ -66,7 +68,7 @@ class Delivery:
         *,
         metrics: Metrics,
         on_done: Callable[[Batch], None],
-        on_rejected_row: Callable[[Rows, str], None],
+        on_rejected_row: Callable[[str, Rows, str], None],
         concurrency: int = 4,
         policy: RetryPolicy | None = None,
         rng: random.Random | None = None,
@@ -164,8 +166,6 @@ class Delivery:
                 await self._split(segment, encoded, str(exc), health)
                 return
             except (TransientError, AuthError, UnknownSegmentError) as exc:
-                if isinstance(exc, UnknownSegmentError):
-                    self._directory.forget(segment)
                 self._record_failure(health, segment, exc, attempt)
                 retry_after = exc.retry_after if isinstance(exc, TransientError) else None
                 await self._sleep(self._policy.delay(attempt, self._rng.random(), retry_after))
@@ -175,7 +175,10 @@ class Delivery:
             return
 
     async def _upload_once(self, segment: str, action: str, encoded: EncodedFile) -> None:
-        segment_id = await self._directory.resolve(segment)
+        try:
+            segment_id = await self._directory.resolve(segment)
+        except FileRejectedError as exc:  # a refused creation is an outage of this segment
+            raise TransientError(f"segment creation refused: {exc}", status=exc.status) from None
         async with self._semaphore:
             started = time.monotonic()
             status = "ok"
@@ -194,7 +197,7 @@ class Delivery:
     ) -> None:
         rows = encoded.rows
         if len(rows) == 1:
-            self._on_rejected_row(rows, reason)
+            self._on_rejected_row(segment, rows, reason)
             return
         half = len(rows) // 2
         for part in (rows.slice(0, half), rows.slice(half, len(rows))):

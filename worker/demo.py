@@ -93,6 +93,7 @@ def _publish(
 
 def _wait_caught_up(
     bootstrap: str,
+    *,
     group: str,
     topic: str,
     ends: Mapping[int, int],
@@ -151,9 +152,8 @@ def _table(state: dict[str, Any], dlq: Counter[str]) -> str:
 
 
 def main() -> int:
-    from worker.sandbox.server import SandboxThread
-
     from worker.observability import configure_logging
+    from worker.sandbox.server import SandboxThread
 
     configure_logging("WARNING", "console")  # the sandbox runs in this process: keep it quiet
     tag = uuid.uuid4().hex[:6]
@@ -194,7 +194,9 @@ def main() -> int:
             )
             try:
                 print(f"worker running (log: {log_path}); waiting until it has caught up ...")
-                _wait_caught_up(broker.bootstrap, group, topic, ends, worker)
+                _wait_caught_up(
+                    broker.bootstrap, group=group, topic=topic, ends=ends, worker=worker
+                )
             finally:
                 if worker.poll() is None:
                     worker.send_signal(signal.SIGTERM)

@@ -1,18 +1,20 @@
-"""Segment name → InMobi segment ID, created at most once per name by this worker.
+"""Segment name → InMobi segment ID, created at most once per name across workers and restarts.
 
 InMobi has no lookup by name, so a created ID must be remembered or the next run creates a
-duplicate. IDs given in SEGMENTS_FILE always win. Creation for one name is serialised by a
-per-name lock: concurrent flushes of a new segment wait for the one creation.
+duplicate. IDs given in SEGMENTS_FILE always win. Other names are resolved through the segment
+registry (a compacted Kafka topic, `worker.kafka_registry`): every worker and every restart reads
+the same log, and the first claim in it decides which worker creates a new segment. Without a
+registry (tests of the pure pipeline), creation is once per process. Within a process, resolution
+of one name is serialised by a per-name lock.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import structlog
 
-from worker.ports import InMobiPort
+from worker.ports import InMobiPort, SegmentRegistryPort
 from worker.segments import SegmentCatalog
 
 __all__ = ["SegmentDirectory"]
@@ -25,11 +27,11 @@ class SegmentDirectory:
         self,
         catalog: SegmentCatalog,
         client: InMobiPort,
-        on_created: Callable[[str, str], Awaitable[None]] | None = None,
+        registry: SegmentRegistryPort | None = None,
     ) -> None:
         self._catalog = catalog
         self._client = client
-        self._on_created = on_created
+        self._registry = registry
         self._ids: dict[str, str] = {
             name: cfg.inmobi_segment_id
             for name, cfg in catalog.segments.items()
@@ -40,29 +42,33 @@ class SegmentDirectory:
     def known(self) -> dict[str, str]:
         return dict(self._ids)
 
-    def remember(self, name: str, segment_id: str) -> None:
-        """Learn an ID from elsewhere (the registry topic); SEGMENTS_FILE IDs are never replaced."""
-        configured = self._catalog.get(name).inmobi_segment_id
-        self._ids[name] = configured or segment_id
-
     def forget(self, name: str) -> None:
-        if not self._catalog.get(name).inmobi_segment_id:
-            self._ids.pop(name, None)
+        """Drop a dead ID (InMobi said 404) so the next use resolves again; config IDs stay."""
+        if self._catalog.get(name).inmobi_segment_id:
+            return
+        segment_id = self._ids.pop(name, None)
+        if segment_id is not None and self._registry is not None:
+            self._registry.retire(name, segment_id)
 
     async def resolve(self, name: str) -> str:
         """The segment's InMobi ID, creating the segment on first use."""
         found = self._ids.get(name)
         if found is not None:
             return found
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        async with lock:
+        async with self._locks.setdefault(name, asyncio.Lock()):
             found = self._ids.get(name)
-            if found is not None:
-                return found
-            ttl = self._catalog.get(name).membership_ttl_days
+            if found is None:
+                found = self._ids[name] = await self._create(name)
+            return found
+
+    async def _create(self, name: str) -> str:
+        ttl = self._catalog.get(name).membership_ttl_days
+
+        async def create() -> str:
             segment_id = await self._client.create_segment(name, ttl)
-            self._ids[name] = segment_id
             log.info("segment_created", segment=name, segment_id=segment_id, ttl_days=ttl)
-            if self._on_created is not None:
-                await self._on_created(name, segment_id)
             return segment_id
+
+        if self._registry is None:
+            return await create()
+        return await self._registry.resolve(name, create)

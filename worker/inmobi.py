@@ -14,8 +14,13 @@ into the `worker.errors` tree:
 
 Sessions: one cached session, refreshed ahead of its expiry; refreshes are serialised by a lock, so
 concurrent callers share one generation. A 401 invalidates the session it was sent with (not a newer
-one) and the request is sent once more with a fresh session. The API key is sent only in headers
-and never appears in an error message or a log event.
+one) and the request is sent once more with a fresh session. Generations are budgeted
+(`max_sessions_per_hour`): past the budget a caller gets a TransientError with the wait as
+Retry-After instead of a new session, so an API that keeps answering 401 is not hammered and the
+key's few live sessions are not churned. Credentials refused `fatal_after` times in a row raise
+FatalError: bad credentials that stay bad stop the worker. Every request (session, segment,
+upload) first takes a token from one bucket (`requests_per_second`). The API key is sent only in
+headers and never appears in an error message or a log event.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from pydantic import SecretStr
 
 from worker.errors import (
     AuthError,
+    FatalError,
     FileRejectedError,
     TransientError,
     UnknownSegmentError,
 )
+from worker.ratelimit import SlidingWindow, TokenBucket
 
-__all__ = ["InMobiClient", "InMobiConfig", "SessionManager"]
+__all__ = ["InMobiClient", "InMobiConfig", "RequestGate", "SessionManager"]
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +66,9 @@ class InMobiConfig:
     session_ttl_seconds: float = 86400.0
     refresh_ahead_seconds: float = 3600.0
     timeout_seconds: float = 60.0
+    requests_per_second: float = 20.0
+    max_sessions_per_hour: int = 60
+    auth_fatal_after: int = 5
 
     @classmethod
     def from_settings(cls, s: Any) -> InMobiConfig:
@@ -78,6 +88,9 @@ class InMobiConfig:
             session_ttl_seconds=s.inmobi_session_ttl_seconds,
             refresh_ahead_seconds=s.inmobi_session_refresh_ahead_seconds,
             timeout_seconds=s.inmobi_request_timeout_seconds,
+            requests_per_second=s.inmobi_requests_per_second,
+            max_sessions_per_hour=s.inmobi_max_sessions_per_hour,
+            auth_fatal_after=s.inmobi_auth_fatal_after,
         )
 
 
@@ -126,6 +139,9 @@ class SessionManager:
         self._lock = asyncio.Lock()
         self._session_id: str | None = None
         self._expires_at = 0.0
+        self._budget = SlidingWindow(config.max_sessions_per_hour, 3600.0)
+        self._refusals = 0
+        self.generated = 0
 
     @property
     def valid(self) -> bool:
@@ -149,6 +165,14 @@ class SessionManager:
 
     async def _generate(self) -> None:
         c = self._config
+        wait = self._budget.wait(self._clock())
+        if wait > 0:
+            raise TransientError(
+                f"session: budget of {c.max_sessions_per_hour} sessions an hour used up",
+                retry_after=wait,
+            )
+        self._budget.record(self._clock())
+        self.generated += 1
         headers = {
             "userName": c.username,
             "secretKey": c.api_key.get_secret_value(),
@@ -165,8 +189,13 @@ class SessionManager:
         )
         if not isinstance(body, dict) or body.get("error") or not body.get("respList"):
             self._on_refresh(False)
+            self._refusals += 1
             errors = body.get("errorList") if isinstance(body, dict) else None
-            raise AuthError(f"session: InMobi refused the credentials: {errors or 'no session'}")
+            message = f"session: InMobi refused the credentials: {errors or 'no session'}"
+            if self._refusals >= c.auth_fatal_after:
+                raise FatalError(f"{message} ({self._refusals} times in a row)")
+            raise AuthError(message)
+        self._refusals = 0
         self._session_id = str(body["respList"][0]["sessionId"])
         self._expires_at = started + c.session_ttl_seconds
         self._on_refresh(True)
@@ -199,15 +228,39 @@ async def _request_json(
         raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
 
 
+class RequestGate:
+    """Every InMobi request waits here for a token of the one requests-per-second bucket."""
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._bucket = TokenBucket(rate)
+        self._clock = clock
+        self._sleep = sleep
+
+    async def wait(self) -> None:
+        delay = self._bucket.reserve(self._clock())
+        if delay > 0:
+            await self._sleep(delay)
+
+
 class InMobiClient:
     """Segment creation and uploads, each sent with the current session (re-auth once on 401)."""
 
     def __init__(
-        self, config: InMobiConfig, http: aiohttp.ClientSession, sessions: SessionManager
+        self,
+        config: InMobiConfig,
+        http: aiohttp.ClientSession,
+        sessions: SessionManager,
+        gate: RequestGate | None = None,
     ) -> None:
         self._config = config
         self._http = http
         self.sessions = sessions
+        self._gate = gate
 
     def _headers(self, session_id: str) -> dict[str, str]:
         c = self._config
@@ -220,6 +273,8 @@ class InMobiClient:
     async def _with_session(self, call: Callable[[dict[str, str]], Awaitable[Any]]) -> Any:
         for attempt in (1, 2):
             session_id = await self.sessions.get()
+            if self._gate is not None:
+                await self._gate.wait()
             try:
                 return await call(self._headers(session_id))
             except AuthError:

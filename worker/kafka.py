@@ -25,6 +25,7 @@ __all__ = ["DlqSink", "KafkaSource", "consumer_config", "dlq_headers", "producer
 log = structlog.get_logger(__name__)
 
 RebalanceCallback = Callable[[list[int]], None]
+_new_tuple = tuple.__new__
 
 
 def _common(settings: Any) -> dict[str, Any]:
@@ -105,22 +106,27 @@ class KafkaSource:
             raw = self._consumer.consume(max_messages, timeout)
         except KafkaException as exc:
             raise _translate(exc) from None
-        out: list[SourceMessage] = []
-        append = out.append
         topic = self.topic
+        # Hot path (one pass per record): a comprehension, and tuple.__new__ instead of the
+        # NamedTuple's generated __new__, which costs a Python-level call per record.
         m: Any
-        for m in raw:
-            err = m.error()
-            if err is None:
-                append(
-                    SourceMessage(
-                        topic, m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1]
-                    )
-                )
-            elif err.fatal():
-                raise FatalError(f"kafka: {err.str()}")
-            elif err.code() != KafkaError._PARTITION_EOF:
-                log.warning("kafka_consume_error", error=err.str(), code=err.code())
+        out: list[SourceMessage] = [
+            _new_tuple(
+                SourceMessage,
+                (topic, m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1]),
+            )
+            for m in raw
+            if m.error() is None
+        ]
+        if len(out) != len(raw):  # rare: error events among the records
+            for m in raw:
+                err = m.error()
+                if err is None:
+                    continue
+                if err.fatal():
+                    raise FatalError(f"kafka: {err.str()}")
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("kafka_consume_error", error=err.str(), code=err.code())
         return out
 
     def _tps(self, offsets: Mapping[int, int]) -> list[KTopicPartition]:
@@ -353,3 +359,123 @@ def read_all(
     finally:
         consumer.close()
     return out
+
+
+# --- operations helpers (`worker.ops`): topics, watermarks, streaming reads ----------------------
+
+
+def _tool_consumer(config: Mapping[str, Any], group: str) -> Any:
+    """A consumer that never joins its group and never commits: it only assigns and reads."""
+    conf = {k: v for k, v in config.items() if k != "group.instance.id"}
+    return Consumer(
+        conf
+        | {
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 100,
+            "fetch.queue.backoff.ms": 10,
+        }
+    )
+
+
+def list_topic_partitions(config: Mapping[str, Any], timeout: float = 10.0) -> dict[str, list[int]]:
+    """Every topic of the cluster with its partition IDs, from one metadata request.
+
+    Asks for all topics on purpose: a metadata request that names a topic creates it on a broker
+    with topic auto-creation (the embedded test broker always does). Raises TransientError when
+    the cluster cannot be reached within `timeout`.
+    """
+    consumer = _tool_consumer(config, "inmobi-sync-ops")
+    try:
+        metadata = consumer.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise _translate(exc) from None
+    finally:
+        consumer.close()
+    return {name: sorted(t.partitions) for name, t in metadata.topics.items() if t.error is None}
+
+
+def watermark_offsets(
+    config: Mapping[str, Any], topic: str, partitions: Iterable[int], timeout: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """(first, end) offset per partition, asked of the broker (ListOffsets earliest and latest).
+
+    Right on Apache Kafka. Caveat: the embedded test broker (Tansu) answers "latest" in record
+    batches rather than records once a producer batched, so there the end offset can be too low;
+    its tests compare against end offsets from delivery reports of unbatched produce only.
+    """
+    consumer = _tool_consumer(config, "inmobi-sync-ops")
+    out: dict[int, tuple[int, int]] = {}
+    try:
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(
+                KTopicPartition(topic, p), timeout=timeout, cached=False
+            )
+            out[p] = (int(low), int(high))
+    except KafkaException as exc:
+        raise _translate(exc) from None
+    finally:
+        consumer.close()
+    return out
+
+
+def _fetched_end(consumer: Any, topic: str, partition: int) -> int:
+    """The high watermark the last fetch of a partition reported (-1 when none did yet)."""
+    try:
+        _low, high = consumer.get_watermark_offsets(KTopicPartition(topic, partition), cached=True)
+    except KafkaException:
+        return -1
+    return int(high)
+
+
+def iter_records(
+    config: Mapping[str, Any],
+    topic: str,
+    end_offsets: Mapping[int, int],
+    idle_timeout: float = 30.0,
+) -> Iterable[StoredRecord]:
+    """Stream every record of `topic` from the start of each partition up to its end: a snapshot.
+
+    The end of a partition is the larger of `end_offsets` (ListOffsets, taken by the caller) and
+    the high watermark its first fetch reported. Both are right on Apache Kafka; the second also
+    on the embedded test broker, whose ListOffsets counts record batches after batched produce.
+    Records written after that are not returned, so a reader never chases its own effects.
+    A partition is done at its first record at or past its end, or when the consumer reaches the
+    log end at or past it (gaps such as transaction markers never hold it open). Raises
+    TransientError when `idle_timeout` passes without progress.
+    """
+    wanted = {p: o for p, o in end_offsets.items() if o > 0}
+    if not wanted:
+        return
+    settled: set[int] = set()  # partitions whose end was compared with a fetched high watermark
+    consumer = _tool_consumer(config, "inmobi-sync-ops")
+    consumer.assign([KTopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in wanted])
+    deadline = time.monotonic() + idle_timeout
+    try:
+        while wanted:
+            if time.monotonic() > deadline:
+                raise TransientError(f"kafka: no progress reading {topic} for {idle_timeout:.0f} s")
+            m: Any
+            for m in consumer.consume(10000, 0.2):
+                p = m.partition()
+                if p not in wanted:
+                    continue
+                err = m.error()
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("kafka_consume_error", error=err.str(), code=err.code())
+                    continue
+                deadline = time.monotonic() + idle_timeout
+                if p not in settled:
+                    settled.add(p)
+                    wanted[p] = max(wanted[p], _fetched_end(consumer, topic, p))
+                end = wanted[p]
+                if err is None and m.offset() < end:
+                    headers = list(m.headers() or [])
+                    yield StoredRecord(p, m.offset(), m.key(), m.value(), headers)
+                if m.offset() + (1 if err is None else 0) >= end:
+                    del wanted[p]
+                    consumer.pause([KTopicPartition(topic, p)])
+    finally:
+        consumer.close()

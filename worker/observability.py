@@ -18,7 +18,7 @@ from aiohttp import web
 
 from worker.metrics import Metrics
 
-__all__ = ["Readiness", "configure_logging", "start_http"]
+__all__ = ["Readiness", "bound_port", "configure_logging", "start_http"]
 
 _SECRET_WORDS = ("secret", "password", "api_key", "apikey", "token", "sessionid", "session_id")
 
@@ -86,3 +86,8 @@ async def start_http(
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port the operations endpoint listens on (HTTP_PORT=0 picks a free one)."""
+    return int(runner.addresses[0][1])

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -169,6 +170,8 @@ class Pipeline:
             self._tracker.revoke(p)
             with contextlib.suppress(KeyError):
                 self._metrics.commit_lag.remove(str(p))
+            with contextlib.suppress(KeyError):
+                self._metrics.consumer_lag.remove(str(p))
 
     # -- processing (loop thread) ---------------------------------------------------------------
     async def _ensure_schemas(self, msgs: list[SourceMessage]) -> None:
@@ -244,17 +247,27 @@ class Pipeline:
         )
         self._dlq.send(msg, rejection, done)
 
-    def _row_rejected(self, rows: Rows, reason: str) -> None:
-        """A row InMobi rejected on its own: DLQ it (stage UPLOAD) with the change as JSON."""
+    def _row_rejected(self, segment: str, rows: Rows, reason: str) -> None:
+        """A row InMobi rejected on its own: DLQ it (stage UPLOAD) as a JSON change.
+
+        The original bytes are not kept once buffered, so the value is the change re-encoded as
+        JSON with the same field names (replayable with `inmobi-sync dlq replay`); its event_id is
+        derived from the source position, and occurred_at is 0 (unknown).
+        """
+        p, o, device = rows.partitions[0], rows.offsets[0], rows.ids[0]
+        event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{self._source.topic}/{p}/{o}/{device}")
         value = json.dumps(
-            {"op": rows.op.name, "id_type": rows.id_type.name, "device_id": rows.ids[0]}
+            {
+                "event_id": str(event_id),
+                "segment": segment,
+                "op": rows.op.name,
+                "id_type": rows.id_type.name,
+                "device_id": device,
+                "occurred_at": 0,
+            }
         ).encode()
-        msg = SourceMessage(
-            self._source.topic, rows.partitions[0], rows.offsets[0], rows.ids[0].encode(), value, 0
-        )
-        self._dead_letter(
-            msg, Rejection(Stage.UPLOAD, "FileRejectedError", reason, msg.partition, msg.offset)
-        )
+        msg = SourceMessage(self._source.topic, p, o, device.encode(), value, 0)
+        self._dead_letter(msg, Rejection(Stage.UPLOAD, "FileRejectedError", reason, p, o))
 
     def _flush(self, segment: str, reason: FlushReason) -> None:
         batch = self._buffers.cut(segment, reason)
@@ -321,13 +334,17 @@ class Pipeline:
                 self._commit_wanted.clear()
                 next_commit = now + self._config.commit_interval_seconds
                 await self._commit()
-                self._observe(now)
+                self._observe(now, await self._on_kafka_thread(self._owned_high_watermarks))
             if self.delivery.fatal or self.fatal:
                 self.fatal = self.fatal or self.delivery.fatal
                 stop.set()
             await asyncio.sleep(self._config.tick_seconds)
 
-    def _observe(self, now: float) -> None:
+    def _owned_high_watermarks(self) -> dict[int, int]:
+        """On the consumer thread: end offsets of owned partitions as the last fetch saw them."""
+        return self._source.high_watermarks(sorted(self._owned))
+
+    def _observe(self, now: float, high_watermarks: dict[int, int]) -> None:
         m = self._metrics
         for segment, size in self._buffers.sizes().items():
             m.buffered_ids.labels(segment=segment).set(size)
@@ -335,6 +352,10 @@ class Pipeline:
         m.oldest_age.set(0 if oldest is None else now - oldest)
         for p, lag in self._tracker.lag().items():
             m.commit_lag.labels(partition=str(p)).set(lag)
+        for p, high in high_watermarks.items():
+            st = self._tracker.state(p)
+            if st is not None and st.committed is not None:  # known once committed here
+                m.consumer_lag.labels(partition=str(p)).set(high - st.committed)
         m.in_flight.set(self.delivery.batches_in_flight())
         m.stuck_segments.set(len(self.delivery.stuck()))
 

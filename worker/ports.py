@@ -6,12 +6,12 @@ Each has a real adapter (`kafka.py`, `inmobi.py`) and an in-repo fake used by te
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 from worker.model import Rejection, SourceMessage
 
-__all__ = ["Clock", "DlqPort", "InMobiPort", "SourcePort"]
+__all__ = ["Clock", "DlqPort", "InMobiPort", "SegmentRegistryPort", "SourcePort"]
 
 RebalanceCallback = Callable[[list[int]], None]
 
@@ -54,3 +54,11 @@ class InMobiPort(Protocol):
     async def create_segment(self, name: str, ttl_days: int) -> str: ...
 
     async def upload(self, segment_id: str, action: str, payload: bytes) -> int: ...
+
+
+class SegmentRegistryPort(Protocol):
+    """Agreement across workers and restarts on one InMobi segment ID per name."""
+
+    async def resolve(self, name: str, create: Callable[[], Awaitable[str]]) -> str: ...
+
+    def retire(self, name: str, segment_id: str) -> None: ...

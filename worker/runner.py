@@ -7,8 +7,13 @@ committed; the next start re-consumes from the last commit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
+import socket
+import threading
 import time
+import uuid
 
 import aiohttp
 import structlog
@@ -19,10 +24,11 @@ from worker.decoding import Decoder
 from worker.delivery import Delivery
 from worker.directory import SegmentDirectory
 from worker.encoding import FileLimits
-from worker.inmobi import InMobiClient, InMobiConfig, SessionManager
+from worker.inmobi import InMobiClient, InMobiConfig, RequestGate, SessionManager
 from worker.kafka import DlqSink, KafkaSource, consumer_config, producer_config
+from worker.kafka_registry import SegmentRegistry
 from worker.metrics import Metrics
-from worker.observability import Readiness, start_http
+from worker.observability import Readiness, bound_port, start_http
 from worker.offsets import OffsetTracker
 from worker.pipeline import Pipeline, PipelineConfig
 from worker.registry import SchemaRegistryClient
@@ -37,6 +43,11 @@ STUCK_READINESS_SECONDS = 300.0
 class MonotonicClock:
     def monotonic(self) -> float:
         return time.monotonic()
+
+
+def worker_id() -> str:
+    """Unique per process: two live processes sharing one would both win a claim."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def _pipeline_config(s: Settings) -> PipelineConfig:
@@ -68,11 +79,17 @@ def _liveness(pipeline: Pipeline, limit: float) -> Readiness:
     return Readiness(since < limit, {"seconds_since_poll": round(since, 3)})
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> int:
+async def run_worker(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    early_stop: threading.Event | None = None,
+) -> int:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if early_stop is not None and early_stop.is_set():
+        stop.set()
     metrics = Metrics()
     catalog = settings.load_segments()
     tracker = OffsetTracker()
@@ -85,7 +102,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> i
     limits = FileLimits(
         settings.inmobi_max_rows_per_file, settings.inmobi_max_bytes_per_file, settings.gzip_level
     )
-    async with aiohttp.ClientSession() as http:
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(aiohttp.ClientSession())
         sessions = SessionManager(
             InMobiConfig.from_settings(settings),
             http,
@@ -94,8 +112,18 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> i
                 result="ok" if ok else "failed"
             ).inc(),
         )
-        client = InMobiClient(InMobiConfig.from_settings(settings), http, sessions)
-        directory = SegmentDirectory(catalog, client)
+        gate = RequestGate(settings.inmobi_requests_per_second, time.monotonic)
+        client = InMobiClient(InMobiConfig.from_settings(settings), http, sessions, gate)
+        registry_log = SegmentRegistry(
+            producer_config(settings),
+            consumer_config(settings),
+            settings.segment_registry_topic,
+            worker_id(),
+            claim_ttl_seconds=settings.segment_claim_ttl_seconds,
+        )
+        await registry_log.start()
+        stack.push_async_callback(registry_log.close)
+        directory = SegmentDirectory(catalog, client, registry_log)
 
         def make_delivery(on_done, on_rejected_row):  # type: ignore[no-untyped-def]
             return Delivery(
@@ -138,7 +166,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> i
             "worker_started",
             topic=settings.kafka_topic,
             group=settings.kafka_group_id,
-            http_port=settings.http_port,
+            http_port=bound_port(runner),
         )
         try:
             await pipeline.run(stop)

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.generator import GeneratedRecord, GeneratorSpec, generate
-
 from worker.demo import local_env
+from worker.generator import GeneratedRecord, GeneratorSpec, generate
 from worker.kafka import EventProducer, create_topics, group_committed
 
 

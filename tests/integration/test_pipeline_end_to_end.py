@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from worker.generator import fold_model
 
 from tests.integration.harness import (
     Names,
@@ -19,6 +18,7 @@ from tests.integration.harness import (
     worker_env,
 )
 from worker.embedded import EmbeddedBroker
+from worker.generator import fold_model
 from worker.kafka import group_committed, read_all
 from worker.model import CSV_COLUMN
 from worker.produce import SUBJECT_SUFFIX

@@ -12,8 +12,14 @@ from worker.model import IdType, MembershipChange, Op
 from worker.offsets import OffsetTracker
 
 
-def change(dev: str, op: Op = Op.ADD, seg: str = "S", p: int = 0, off: int = 0,
-           id_type: IdType = IdType.IDFA) -> MembershipChange:
+def change(
+    dev: str,
+    op: Op = Op.ADD,
+    seg: str = "S",
+    p: int = 0,
+    off: int = 0,
+    id_type: IdType = IdType.IDFA,
+) -> MembershipChange:
     return MembershipChange(seg, op, id_type, dev, "e", 0, p, off)
 
 
@@ -44,7 +50,10 @@ def test_same_uuid_of_two_id_types_are_two_ids() -> None:
     b.add(change(uid(1), Op.REMOVE, id_type=IdType.GAID), 0)
     batch = b.cut("S", FlushReason.AGE)
     assert batch is not None
-    assert {(r.id_type, r.op) for r in batch.rows} == {(IdType.IDFA, Op.ADD), (IdType.GAID, Op.REMOVE)}
+    assert {(r.id_type, r.op) for r in batch.rows} == {
+        (IdType.IDFA, Op.ADD),
+        (IdType.GAID, Op.REMOVE),
+    }
 
 
 def test_device_id_lane_keeps_strings_as_given() -> None:

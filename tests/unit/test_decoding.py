@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
-from worker.avro_fast import BUNDLED_SCHEMA_JSON
+from worker.avro_fast import BUNDLED_SCHEMA_JSON, has_bundled_layout
 from worker.decoding import Decoder, UnresolvedSchemaError
 from worker.generator import encode_avro, encode_framed, encode_json
 from worker.model import IdType, MembershipChange, Op, Rejection, SourceMessage, Stage
@@ -19,6 +19,7 @@ EVENT_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 IDFA = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
 ZERO = "00000000-0000-0000-0000-000000000000"
 BUNDLED_ID, EVOLVED_ID, INCOMPATIBLE_ID, MISSING_ID, INVALID_ID = 7, 8, 9, 10, 11
+NAMESPACED_ID = 13  # the bundled layout under another namespace: still the fast path
 
 # A writer schema that differs from the bundled one but resolves to it: an extra field first,
 # fields in another order, enum symbols in another order, `segment` as a nullable union.
@@ -49,6 +50,7 @@ INCOMPATIBLE_SCHEMA_JSON = json.dumps(
     {"type": "record", "name": "Other", "fields": [{"name": "x", "type": "int"}]}
 )
 _EVOLVED = parse_schema(json.loads(EVOLVED_SCHEMA_JSON), named_schemas={})
+NAMESPACED_SCHEMA_JSON = json.dumps(json.loads(BUNDLED_SCHEMA_JSON) | {"namespace": "com.cdp"})
 
 
 def record(**changes: Any) -> dict[str, Any]:
@@ -77,6 +79,7 @@ ENCODERS: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "avro": encode_avro,
     "framed": lambda rec: encode_framed(BUNDLED_ID, rec),
     "framed-evolved": encode_evolved,
+    "framed-namespaced": lambda rec: encode_framed(NAMESPACED_ID, rec),
     "json": encode_json,
     "json-indented": encode_indented_json,
 }
@@ -86,6 +89,7 @@ def decoder(*, fast_path: bool = True) -> Decoder:
     d = Decoder(registry_enabled=True, fast_path=fast_path)
     d.add_writer_schema(BUNDLED_ID, BUNDLED_SCHEMA_JSON)
     d.add_writer_schema(EVOLVED_ID, EVOLVED_SCHEMA_JSON)
+    d.add_writer_schema(NAMESPACED_ID, NAMESPACED_SCHEMA_JSON)
     d.add_writer_schema(INCOMPATIBLE_ID, INCOMPATIBLE_SCHEMA_JSON)
     d.add_writer_schema(INVALID_ID, '{"type": "no-such-type"}')
     d.mark_schema_missing(MISSING_ID)
@@ -141,6 +145,10 @@ VALID_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "negative time": ({"occurred_at": -1}, {"occurred_at": -1}),
     "max long": ({"occurred_at": 2**63 - 1}, {"occurred_at": 2**63 - 1}),
     "year 2100": ({"occurred_at": 4_102_444_800_000}, {"occurred_at": 4_102_444_800_000}),
+    # the first and the last value whose varint has the 6 bytes the fast readers decode
+    "fast varint low edge": ({"occurred_at": 2**34}, {"occurred_at": 2**34}),
+    "fast varint high edge": ({"occurred_at": 2**41 - 1}, {"occurred_at": 2**41 - 1}),
+    "just below the edge": ({"occurred_at": 2**34 - 1}, {"occurred_at": 2**34 - 1}),
 }
 
 
@@ -367,3 +375,21 @@ def test_many_missing_ids_are_forgotten_and_asked_again() -> None:
     for schema_id in range(10_001):
         d.mark_schema_missing(schema_id)
     assert d.missing_schema_ids([msg(encode_framed(5, record()))]) == {5}
+
+
+@pytest.mark.parametrize(
+    ("schema_json", "fast"),
+    [
+        (BUNDLED_SCHEMA_JSON, True),
+        (NAMESPACED_SCHEMA_JSON, True),
+        (json.dumps(json.loads(BUNDLED_SCHEMA_JSON) | {"doc": "other", "aliases": ["X"]}), True),
+        (EVOLVED_SCHEMA_JSON, False),
+        (INCOMPATIBLE_SCHEMA_JSON, False),
+        ('"string"', False),
+        ("{not json", False),
+    ],
+)
+def test_only_writer_schemas_with_the_bundled_layout_take_the_fast_readers(
+    schema_json: str, fast: bool
+) -> None:
+    assert has_bundled_layout(schema_json) is fast

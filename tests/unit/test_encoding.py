@@ -59,7 +59,7 @@ def test_device_ids_with_commas_or_quotes_are_csv_quoted() -> None:
     import csv
     import io
 
-    ids = ['plain', 'a,b', 'say "hi"']
+    ids = ["plain", "a,b", 'say "hi"']
     (f,) = encode_rows(rows_of(ids, IdType.DEVICE_ID), CSV_COLUMN, FileLimits())
     parsed = list(csv.reader(io.StringIO(gzip.decompress(f.payload).decode())))
     assert parsed == [["ifa"], ["plain"], ["a,b"], ['say "hi"']]

@@ -13,8 +13,13 @@ from worker.segments import Mode, parse_segments_document
 
 @pytest.mark.parametrize(
     ("attempt", "jitter", "retry_after", "expected"),
-    [(0, 0.5, None, 0.25), (3, 1.0, None, 4.0), (20, 1.0, None, 30.0), (0, 0.0, 7.0, 7.0),
-     (5, 0.99, 1.0, 15.84)],
+    [
+        (0, 0.5, None, 0.25),
+        (3, 1.0, None, 4.0),
+        (20, 1.0, None, 30.0),
+        (0, 0.0, 7.0, 7.0),
+        (5, 0.99, 1.0, 15.84),
+    ],
 )
 def test_full_jitter_capped_and_retry_after_is_a_floor(
     attempt: int, jitter: float, retry_after: float | None, expected: float
@@ -24,18 +29,29 @@ def test_full_jitter_capped_and_retry_after_is_a_floor(
 
 @pytest.mark.parametrize(
     ("mode", "op", "accepted"),
-    [(Mode.MIRROR, Op.ADD, True), (Mode.MIRROR, Op.REMOVE, True), (Mode.ADD, Op.ADD, True),
-     (Mode.ADD, Op.REMOVE, False), (Mode.REMOVE, Op.ADD, False), (Mode.REMOVE, Op.REMOVE, True)],
+    [
+        (Mode.MIRROR, Op.ADD, True),
+        (Mode.MIRROR, Op.REMOVE, True),
+        (Mode.ADD, Op.ADD, True),
+        (Mode.ADD, Op.REMOVE, False),
+        (Mode.REMOVE, Op.ADD, False),
+        (Mode.REMOVE, Op.REMOVE, True),
+    ],
 )
 def test_modes_accept_their_ops(mode: Mode, op: Op, accepted: bool) -> None:
     assert mode.accepts(op) is accepted
 
 
 def test_segments_file_maps_names_and_applies_defaults() -> None:
-    cat = parse_segments_document({
-        "defaults": {"mode": "add", "membership_ttl_days": 7},
-        "segments": {"high_value users": {"inmobi_segment_id": "abc"}, "CHURN": {"mode": "remove"}},
-    })
+    cat = parse_segments_document(
+        {
+            "defaults": {"mode": "add", "membership_ttl_days": 7},
+            "segments": {
+                "high_value users": {"inmobi_segment_id": "abc"},
+                "CHURN": {"mode": "remove"},
+            },
+        }
+    )
     assert cat.get("HIGH_VALUE_USERS").inmobi_segment_id == "abc"
     assert cat.get("HIGH_VALUE_USERS").mode is Mode.ADD
     assert cat.get("CHURN").mode is Mode.REMOVE
@@ -66,7 +82,10 @@ def test_run_requires_inmobi_credentials(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ConfigError) as err:
         require_for_run(load_settings())
     assert [p.split(":")[0] for p in err.value.problems] == [
-        "INMOBI_ACCOUNT_ID", "INMOBI_API_KEY", "INMOBI_PROPERTY_ID"]
+        "INMOBI_ACCOUNT_ID",
+        "INMOBI_API_KEY",
+        "INMOBI_PROPERTY_ID",
+    ]
 
 
 def test_api_key_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:

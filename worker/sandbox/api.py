@@ -51,6 +51,15 @@ async def _inject_fault(sandbox: SandboxContext, route: Route, segment_name: str
         raise ApiError(action.status, message, headers=headers)
 
 
+def _refuse_rejected_ids(ids: tuple[str, ...], rejected: tuple[str, ...]) -> None:
+    if not rejected:
+        return
+    refused = {r.lower() for r in rejected}
+    for number, device_id in enumerate(ids, start=1):
+        if device_id.lower() in refused:
+            raise ApiError(400, f"row {number}: device ID refused by InMobi")
+
+
 def _authorize(sandbox: SandboxContext, request: web.Request) -> None:
     headers = request.headers
     try:
@@ -197,6 +206,7 @@ async def _accept_upload(
         )
     except UploadRejectedError as exc:
         raise ApiError(exc.status, exc.message) from exc
+    _refuse_rejected_ids(parsed.ids, limits.reject_ids)
     await sandbox.parking.wait(sandbox.holds.pass_through(segment.name))
     if segment_id not in sandbox.state.segments:  # a reset while the upload was held
         raise ApiError(404, f"segment {segment_id} not found")

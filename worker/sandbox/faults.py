@@ -83,6 +83,9 @@ class FaultConfig(_Strict):
     max_rows: int = Field(default=DEFAULT_MAX_ROWS, ge=1)
     max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
     max_live_sessions_per_key: int = Field(default=5, ge=1)
+    # IDs that pass every format check but that InMobi refuses: a file holding one gets a 400
+    # naming its row, so tests can reproduce "a file with one invalid ID".
+    reject_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
