@@ -13,7 +13,15 @@
   own, because a 404 that is not final would leave a duplicate segment behind. An operator puts
   the right ID into SEGMENTS_FILE (which always wins) and restarts.
 
-A batch is reported to `on_done` only when every one of its rows was acknowledged or dead-lettered.
+- Ownership and fencing: before a file is sent, delivery waits while the pipeline says it may have
+  lost its partitions (`may_upload` is False: a long pause, a broker unreachable past the session
+  timeout), then drops the rows of partitions it no longer owns (`owned`). The new owner re-reads
+  those changes from the last commit, so a stale add of this worker can never be sent after a
+  newer remove of the new owner. (A request already on the wire cannot be recalled; its window is
+  bounded by INMOBI_REQUEST_TIMEOUT_SECONDS.)
+
+A batch is reported to `on_done` only when every one of its rows was acknowledged, dead-lettered,
+or dropped because its partition went to another worker (its hold belongs to an old epoch then).
 """
 
 from __future__ import annotations
@@ -73,7 +81,11 @@ class Delivery:
         policy: RetryPolicy | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        owned: Callable[[], frozenset[int]] | None = None,
+        may_upload: Callable[[], bool] = lambda: True,
     ) -> None:
+        self._owned = owned
+        self._may_upload = may_upload
         self._client = client
         self._directory = directory
         self._columns = dict(columns)
@@ -140,10 +152,11 @@ class Delivery:
 
     async def _deliver(self, batch: Batch, health: SegmentHealth) -> None:
         started = time.monotonic()
-        for rows in batch.rows:
+        for group in batch.rows:
+            rows = self._still_owned(group)
             files = await asyncio.to_thread(encode_rows, rows, self._columns, self._limits)
             for encoded in files:
-                await self._send(batch.segment, encoded, health)
+                await self._send_owned(batch.segment, encoded, health)
         log.info(
             "batch_uploaded",
             segment=batch.segment,
@@ -153,6 +166,34 @@ class Delivery:
             entries=batch.entries,
             seconds=round(time.monotonic() - started, 3),
         )
+
+    def _still_owned(self, rows: Rows) -> Rows:
+        """The rows whose partition this worker still owns (all of them without a filter)."""
+        if self._owned is None:
+            return rows
+        owned = self._owned()
+        if all(p in owned for p in set(rows.partitions)):
+            return rows
+        keep = [i for i, p in enumerate(rows.partitions) if p in owned]
+        log.info("rows_dropped_not_owned", rows=len(rows) - len(keep), kept=len(keep))
+        return Rows(
+            rows.op,
+            rows.id_type,
+            tuple(rows.ids[i] for i in keep),
+            tuple(rows.partitions[i] for i in keep),
+            tuple(rows.offsets[i] for i in keep),
+        )
+
+    async def _send_owned(self, segment: str, encoded: EncodedFile, health: SegmentHealth) -> None:
+        """Send a file once the worker is not fenced, without rows of partitions it lost."""
+        while not self._may_upload():
+            await self._sleep(0.1)
+        rows = self._still_owned(encoded.rows)
+        if rows is encoded.rows:
+            await self._send(segment, encoded, health)
+            return
+        for f in await asyncio.to_thread(encode_rows, rows, self._columns, self._limits):
+            await self._send(segment, f, health)
 
     async def _send(self, segment: str, encoded: EncodedFile, health: SegmentHealth) -> None:
         attempt = 0

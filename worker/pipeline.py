@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,6 +43,7 @@ from worker.buffering import Batch, BufferSet, FlushReason, Rows
 from worker.decoding import Decoder
 from worker.delivery import Delivery
 from worker.errors import FatalError, SyncError, TransientError
+from worker.fencing import Fence
 from worker.metrics import Metrics
 from worker.model import MembershipChange, Rejection, SourceMessage, Stage
 from worker.offsets import OffsetTracker
@@ -66,6 +67,7 @@ class PipelineConfig:
     poll_max_messages: int = 10_000
     poll_timeout_seconds: float = 0.1
     tick_seconds: float = 0.1
+    session_timeout_seconds: float = 45.0
 
 
 class Pipeline:
@@ -94,7 +96,13 @@ class Pipeline:
         self._catalog = catalog
         self._metrics = metrics
         self._clock = clock
-        self.delivery: Delivery = delivery_factory(self._batch_done, self._row_rejected)
+        self.fence = Fence(config.session_timeout_seconds)
+        self.delivery: Delivery = delivery_factory(
+            on_done=self._batch_done,
+            on_rejected_row=self._row_rejected,
+            owned=lambda: self._owned,
+            may_upload=lambda: self.fence.may_act(self._clock.monotonic()),
+        )
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="kafka")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._owned: frozenset[int] = frozenset()  # written on the consumer thread only
@@ -117,11 +125,31 @@ class Pipeline:
 
     # -- rebalance callbacks (consumer thread) --------------------------------------------------
     def _on_assign(self, partitions: list[int]) -> None:
+        with self._group_callback():
+            self._assign(partitions)
+
+    def _on_revoke(self, partitions: list[int]) -> None:
+        with self._group_callback():
+            self._revoke(partitions)
+
+    def _on_lost(self, partitions: list[int]) -> None:
+        with self._group_callback():
+            self._lose(partitions)
+
+    @contextlib.contextmanager
+    def _group_callback(self) -> Iterator[None]:
+        self.fence.callback_started()
+        try:
+            yield
+        finally:
+            self.fence.callback_finished()
+
+    def _assign(self, partitions: list[int]) -> None:
         self._owned = self._owned | set(partitions)
         self.assigned_once = True
         self._in_loop(self._assigned(partitions), 30)
 
-    def _on_revoke(self, partitions: list[int]) -> None:
+    def _revoke(self, partitions: list[int]) -> None:
         deadline = 0.0 if self._closing else self._config.revoke_timeout_seconds
         offsets = self._in_loop(self._revoking(set(partitions), deadline), deadline + 10)
         try:
@@ -132,7 +160,10 @@ class Pipeline:
         self._owned = self._owned - set(partitions)
         self._in_loop(self._forget(partitions), 30)
 
-    def _on_lost(self, partitions: list[int]) -> None:
+    def _lose(self, partitions: list[int]) -> None:
+        """Lost, not revoked: another worker may own them already. Commit nothing for them;
+        rows of theirs that are buffered or queued are dropped before upload (delivery checks
+        ownership), and the new owner re-reads them from the last commit."""
         self._owned = self._owned - set(partitions)
         log.warning("partitions_lost", partitions=partitions)
         self._in_loop(self._forget(partitions), 30)
@@ -290,6 +321,9 @@ class Pipeline:
 
     # -- periodic work --------------------------------------------------------------------------
     async def _commit(self) -> None:
+        if not self.fence.may_act(self._clock.monotonic()):
+            log.warning("commit_fenced", reason="the worker may have lost its partitions")
+            return
         offsets = self._tracker.to_commit(set(self._owned))
         if not offsets:
             return
@@ -379,6 +413,7 @@ class Pipeline:
             msgs = await self._on_kafka_thread(
                 self._source.poll_batch, cfg.poll_max_messages, cfg.poll_timeout_seconds
             )
+            self.fence.polled(self._clock.monotonic())
             if msgs:
                 await self._ensure_schemas(msgs)
                 self._process(msgs)

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from typing import Any
 
 import aiohttp
 import structlog
@@ -56,6 +57,7 @@ def _pipeline_config(s: Settings) -> PipelineConfig:
         shutdown_timeout_seconds=s.shutdown_timeout_seconds,
         revoke_timeout_seconds=s.revoke_timeout_seconds,
         max_buffered_ids=s.max_buffered_ids,
+        session_timeout_seconds=s.kafka_session_timeout_ms / 1000,
     )
 
 
@@ -125,16 +127,15 @@ async def run_worker(
         stack.push_async_callback(registry_log.close)
         directory = SegmentDirectory(catalog, client, registry_log)
 
-        def make_delivery(on_done, on_rejected_row):  # type: ignore[no-untyped-def]
+        def make_delivery(**hooks: Any) -> Delivery:
             return Delivery(
                 client,
                 directory,
                 settings.csv_columns,
                 limits,
                 metrics=metrics,
-                on_done=on_done,
-                on_rejected_row=on_rejected_row,
                 concurrency=settings.inmobi_max_concurrent_uploads,
+                **hooks,
             )
 
         registry = (
