@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     http_port: int = Field(9400, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
+    progress_log_seconds: float = Field(10, gt=0)
 
     @field_validator("kafka_consumer_overrides", "kafka_producer_overrides", mode="before")
     @classmethod

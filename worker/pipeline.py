@@ -68,6 +68,7 @@ class PipelineConfig:
     poll_timeout_seconds: float = 0.1
     tick_seconds: float = 0.1
     session_timeout_seconds: float = 45.0
+    progress_log_seconds: float = 10.0
 
 
 class Pipeline:
@@ -111,6 +112,7 @@ class Pipeline:
         self._closing = False
         self.last_poll = 0.0  # monotonic time of the last poll: liveness
         self.assigned_once = False
+        self.consumed_records = 0  # records of owned partitions taken in (for progress reports)
         self.fatal: BaseException | None = None
 
     # -- consumer thread helpers ----------------------------------------------------------------
@@ -232,7 +234,7 @@ class Pipeline:
         add = self._buffers.add
         catalog = self._catalog
         last: dict[int, int] = {}
-        accepted = ignored = 0
+        accepted = ignored = rejected = 0
         for msg in msgs:
             if msg.partition not in owned:
                 continue  # fetched before a revoke: the new owner reads it
@@ -247,9 +249,11 @@ class Pipeline:
                 if reason is not None:
                     self._flush(result.segment, reason)
             else:
+                rejected += 1
                 self._dead_letter(msg, result)  # type: ignore[arg-type]
         for p, offset in last.items():
             self._tracker.consumed(p, offset)
+        self.consumed_records += accepted + ignored + rejected
         self._metrics.events.labels(result="accepted").inc(accepted)
         self._metrics.events.labels(result="ignored").inc(ignored)
         if self._buffers.buffered > self._config.max_buffered_ids:
@@ -357,7 +361,7 @@ class Pipeline:
         self._metrics.paused.set(len(self._owned) if self._paused else 0)
 
     async def _ticker(self, stop: asyncio.Event) -> None:
-        next_commit = self._clock.monotonic()
+        next_commit = next_progress = self._clock.monotonic()
         while not stop.is_set():
             now = self._clock.monotonic()
             for segment, reason in self._buffers.due(now):
@@ -369,10 +373,22 @@ class Pipeline:
                 next_commit = now + self._config.commit_interval_seconds
                 await self._commit()
                 self._observe(now, await self._on_kafka_thread(self._owned_high_watermarks))
+            if now >= next_progress:
+                next_progress = now + self._config.progress_log_seconds
+                self._log_progress()
             if self.delivery.fatal or self.fatal:
                 self.fatal = self.fatal or self.delivery.fatal
                 stop.set()
             await asyncio.sleep(self._config.tick_seconds)
+
+    def _log_progress(self) -> None:
+        log.info(
+            "progress",
+            consumed=self.consumed_records,
+            buffered=self._buffers.buffered,
+            batches_in_flight=self.delivery.batches_in_flight(),
+            partitions=sorted(self._owned),
+        )
 
     def _owned_high_watermarks(self) -> dict[int, int]:
         """On the consumer thread: end offsets of owned partitions as the last fetch saw them."""
@@ -434,6 +450,7 @@ class Pipeline:
         await self.delivery.close()
         await self._on_kafka_thread(self._source.close)
         self._thread.shutdown(wait=True)
+        self._log_progress()
         log.info(
             "shutdown_finished",
             drained=drained,

@@ -58,6 +58,7 @@ def _pipeline_config(s: Settings) -> PipelineConfig:
         revoke_timeout_seconds=s.revoke_timeout_seconds,
         max_buffered_ids=s.max_buffered_ids,
         session_timeout_seconds=s.kafka_session_timeout_ms / 1000,
+        progress_log_seconds=s.progress_log_seconds,
     )
 
 
