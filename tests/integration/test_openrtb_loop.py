@@ -27,8 +27,16 @@ pytestmark = pytest.mark.integration
 
 
 def change(device: str, op: str, segment: str = "ios gamers") -> GeneratedRecord:
-    value = json.dumps({"event_id": str(uuid.uuid4()), "segment": segment, "op": op,
-                        "id_type": "IDFA", "device_id": device, "occurred_at": 0}).encode()
+    value = json.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "segment": segment,
+            "op": op,
+            "id_type": "IDFA",
+            "device_id": device,
+            "occurred_at": 0,
+        }
+    ).encode()
     return GeneratedRecord(device.encode(), value, "json", False, None)
 
 
@@ -46,22 +54,34 @@ def test_a_synced_device_gets_a_bid_and_a_removed_one_does_not(
     device = str(uuid.uuid4()).upper()  # the CDP writes upper case; InMobi matches lower case
     other = str(uuid.uuid4())
     assert not ask(sandbox, device).targeted  # nobody knows the device yet
-    first = publish(broker.bootstrap, names.topic, [change(device, "ADD"), change(other, "ADD")],
-                    partitions=2, dlq_topic=names.dlq)
+    first = publish(
+        broker.bootstrap,
+        names.topic,
+        [change(device, "ADD"), change(other, "ADD")],
+        partitions=2,
+        dlq_topic=names.dlq,
+    )
     worker = WorkerProcess(worker_env(broker.bootstrap, sandbox.url, names), log_dir)
     try:
-        wait_until(lambda: committed_reaches(broker.bootstrap, names.group, names.topic,
-                                             first.end_offsets), 60, "the ADD is synced")
+        wait_until(
+            lambda: committed_reaches(
+                broker.bootstrap, names.group, names.topic, first.end_offsets
+            ),
+            60,
+            "the ADD is synced",
+        )
         added = ask(sandbox, device)
         assert added.targeted
         assert added.segment == "IOS_GAMERS"
         assert added.price is not None and added.price > 0
 
-        second = publish(broker.bootstrap, names.topic, [change(device, "REMOVE")],
-                         partitions=2)
+        second = publish(broker.bootstrap, names.topic, [change(device, "REMOVE")], partitions=2)
         ends = {p: max(o, first.end_offsets.get(p, 0)) for p, o in second.end_offsets.items()}
-        wait_until(lambda: committed_reaches(broker.bootstrap, names.group, names.topic, ends),
-                   60, "the REMOVE is synced")
+        wait_until(
+            lambda: committed_reaches(broker.bootstrap, names.group, names.topic, ends),
+            60,
+            "the REMOVE is synced",
+        )
         removed = ask(sandbox, device)
         assert not removed.targeted
         assert removed.nbr == 8  # unmatched user
