@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo test lint typecheck unit integration chaos bench clean
+.PHONY: help setup demo test lint typecheck unit integration bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ integration: setup  ## integration tests (embedded broker, sandbox over HTTP, wo
 
 test: setup lint typecheck  ## lint, type checks and every test (what CI runs)
 	$(BIN)/pytest -q
+
+bench: setup  ## run the benchmark suite (see bench/README.md; ~2 min with --quick)
+	$(BIN)/python -m bench.run --quick
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

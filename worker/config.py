@@ -76,8 +76,8 @@ class Settings(BaseSettings):
     inmobi_max_rows_per_file: int = Field(100_000, ge=1)
     inmobi_max_bytes_per_file: int = Field(10_485_760, ge=1024)
     inmobi_request_timeout_seconds: float = Field(60, gt=0)
-    inmobi_max_concurrent_uploads: int = Field(4, ge=1, le=64)
-    inmobi_requests_per_second: float = Field(20, gt=0)
+    inmobi_max_concurrent_uploads: int = Field(8, ge=1, le=64)
+    inmobi_requests_per_second: float = Field(50, gt=0)
     inmobi_max_sessions_per_hour: int = Field(60, ge=1)
     inmobi_auth_fatal_after: int = Field(5, ge=1)
 

@@ -98,6 +98,7 @@ class Pipeline:
         self._metrics = metrics
         self._clock = clock
         self.fence = Fence(config.session_timeout_seconds)
+        self._all_mirror = catalog.all_mirror()
         self.delivery: Delivery = delivery_factory(
             on_done=self._batch_done,
             on_rejected_row=self._row_rejected,
@@ -233,6 +234,7 @@ class Pipeline:
         decode = self._decoder.decode
         add = self._buffers.add
         catalog = self._catalog
+        all_mirror = self._all_mirror
         last: dict[int, int] = {}
         accepted = ignored = rejected = 0
         for msg in msgs:
@@ -241,7 +243,7 @@ class Pipeline:
             last[msg.partition] = msg.offset
             result = decode(msg)
             if type(result) is MembershipChange:
-                if not catalog.get(result.segment).mode.accepts(result.op):
+                if not all_mirror and not catalog.get(result.segment).mode.accepts(result.op):
                     ignored += 1
                     continue
                 accepted += 1
@@ -348,16 +350,22 @@ class Pipeline:
         return owned
 
     def _backpressure(self) -> None:
-        in_flight = self.delivery.rows_in_flight
+        """Pause every owned partition while buffered plus in-flight changes pass the cap.
+
+        Polling goes on while paused, so the group stays healthy; consumption resumes below half
+        the cap. Buffers past the cap were already cut early (`_relieve_memory`), so what holds
+        memory here is uploads InMobi has not acknowledged yet.
+        """
+        held = self.delivery.rows_in_flight + self._buffers.buffered
         limit = self._config.max_buffered_ids
-        if not self._paused and in_flight > limit:
+        if not self._paused and held > limit:
             self._paused = True
             self._thread.submit(self._source.pause, sorted(self._owned))
-            log.warning("consumption_paused", rows_in_flight=in_flight)
-        elif self._paused and in_flight <= limit // 2:
+            log.warning("consumption_paused", changes_held=held)
+        elif self._paused and held <= limit // 2:
             self._paused = False
             self._thread.submit(self._source.resume, sorted(self._owned))
-            log.info("consumption_resumed", rows_in_flight=in_flight)
+            log.info("consumption_resumed", changes_held=held)
         self._metrics.paused.set(len(self._owned) if self._paused else 0)
 
     async def _ticker(self, stop: asyncio.Event) -> None:
@@ -423,16 +431,39 @@ class Pipeline:
             await self._shutdown(ticker)
 
     async def _consume(self, stop: asyncio.Event) -> None:
-        cfg = self._config
+        """Poll and process, overlapped: the next batch is fetched while this one is processed.
+
+        Rebalance callbacks run inside the poll on the consumer thread and wait for the loop, so
+        they take effect between two processed batches, never in the middle of one.
+        """
+        pending = self._poll()
         while not stop.is_set():
-            self.last_poll = self._clock.monotonic()
-            msgs = await self._on_kafka_thread(
-                self._source.poll_batch, cfg.poll_max_messages, cfg.poll_timeout_seconds
-            )
+            msgs = await pending
             self.fence.polled(self._clock.monotonic())
+            pending = self._poll()
             if msgs:
                 await self._ensure_schemas(msgs)
                 self._process(msgs)
+        msgs = await pending  # consumed from Kafka: process them, they are committed like any
+        if msgs:
+            await self._ensure_schemas(msgs)
+            self._process(msgs)
+
+    def _poll(self) -> asyncio.Future[list[SourceMessage]]:
+        cfg = self._config
+        self.last_poll = self._clock.monotonic()
+        assert self._loop is not None
+        return self._loop.run_in_executor(
+            self._thread, self._source.poll_batch, cfg.poll_max_messages, cfg.poll_timeout_seconds
+        )
+
+    async def _keep_polling(self, done: asyncio.Event) -> None:
+        """While draining: partitions paused, keep serving the group (rebalance callbacks, the
+        fence) so a long drain neither fences itself nor misses a loss."""
+        await self._on_kafka_thread(self._source.pause, sorted(self._owned))
+        while not done.is_set():
+            await self._on_kafka_thread(self._source.poll_batch, 1, 0.1)  # paused: nothing comes
+            self.fence.polled(self._clock.monotonic())
 
     async def _shutdown(self, ticker: asyncio.Task[None]) -> None:
         cfg = self._config
@@ -441,8 +472,14 @@ class Pipeline:
         for segment in self._buffers.segments():
             self._flush(segment, FlushReason.SHUTDOWN)
         end = self._clock.monotonic() + cfg.shutdown_timeout_seconds
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_polling(done))
         drained = self.fatal is None and await self.delivery.drain(cfg.shutdown_timeout_seconds)
-        left = await self._on_kafka_thread(self._dlq.flush, max(0.1, end - self._clock.monotonic()))
+        while self._dlq.flush(0) and self._clock.monotonic() < end:
+            await asyncio.sleep(0.05)  # DLQ deliveries confirm on this thread (their callbacks)
+        left = self._dlq.flush(0)
+        done.set()
+        await asyncio.gather(keeper, return_exceptions=True)
         ticker.cancel()
         await asyncio.gather(ticker, return_exceptions=True)
         if self.fatal is None:

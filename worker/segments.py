@@ -63,6 +63,11 @@ class SegmentCatalog:
     def get(self, inmobi_name: str) -> SegmentConfig:
         return self.segments.get(inmobi_name, self.defaults)
 
+    def all_mirror(self) -> bool:
+        """True when no segment ignores any change (the hot path then skips the mode check)."""
+        configs = [self.defaults, *self.segments.values()]
+        return all(c.mode is Mode.MIRROR for c in configs)
+
 
 def _entry(where: str, raw: Any, base: SegmentConfig, problems: list[str]) -> SegmentConfig:
     if raw is None:

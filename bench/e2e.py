@@ -1,0 +1,240 @@
+"""The worker end to end: `python -m worker.cli run` as a real process, until it has caught up.
+
+Caught up means: the group's committed offsets reached the end offsets of every partition, and the
+worker commits an offset only once InMobi (the sandbox) acknowledged every change below it, so the
+time covers consume, decode, buffer, gzip, upload and commit. The clock starts when the process is
+started; the time to its first assignment (the embedded broker holds JoinGroup for about half the
+6 s session timeout) is read from its ``partitions_assigned`` log event and reported separately.
+
+Committed offsets are polled every 0.1 s, so the end is known to within that (plus the worker's
+own commit tick).
+
+The time at which the worker had consumed every event is read from its /metrics
+(``inmobi_sync_events_total`` over all results) and reported as ``consumed_per_s``.
+
+Two ways to end a run:
+- ``drain=False`` (default): FLUSH_MAX_IDS 100000 as in production and FLUSH_MAX_AGE_SECONDS 2;
+  the worker keeps running and its last buffers flush by age, so the end-to-end time includes up
+  to 2 s of waiting for the age trigger after the last event was consumed.
+- ``drain=True``: 60 s age; once every event is consumed the worker gets SIGTERM and flushes,
+  uploads and commits everything (protocol step 7). NOTE: with the fence of worker/fencing.py as
+  it is now, a drain longer than half the session timeout is fenced and uploads nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.env import (
+    CommitWatcher,
+    CpuMeter,
+    Env,
+    children_cpu,
+    create_topic,
+    reached,
+    rss_peak_bytes,
+)
+from worker.demo import local_env
+
+WORKER_CMD: tuple[str, ...] = (sys.executable, "-m", "worker.cli", "run")
+
+
+def worker_env(env: Env, topic: str, group: str, **extra: object) -> dict[str, str]:
+    settings: dict[str, object] = {
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "FLUSH_MAX_AGE_SECONDS": 1,
+        "COMMIT_INTERVAL_SECONDS": 0.5,
+        "INMOBI_REQUESTS_PER_SECOND": 1000,  # the sandbox is local: no need to pace requests
+        "SEGMENT_REGISTRY_TOPIC": f"{topic}.registry-{group}",
+    }
+    settings.update(extra)
+    return local_env(env.bootstrap, env.sandbox.url, topic, f"{topic}.dlq", group, **settings)
+
+
+class Worker:
+    """One worker process, its log in a file."""
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path, cmd: Sequence[str] = WORKER_CMD):
+        self.log_path = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
+        self._log = self.log_path.open("wb")
+        self.started = time.time()
+        self.proc = subprocess.Popen(
+            list(cmd), env=dict(env), stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == name:
+                out.append(event)
+        return out
+
+    def assigned_at(self) -> float | None:
+        """Epoch seconds of the first assignment, from the log."""
+        found = self.events("partitions_assigned")
+        return _epoch(found[0]["timestamp"]) if found else None
+
+    def wait_assigned(self, timeout: float = 60) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            at = self.assigned_at()
+            if at is not None:
+                return at
+            time.sleep(0.05)
+        raise RuntimeError(f"worker was not assigned within {timeout} s; see {self.log_path}")
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {self.proc.returncode}; see {self.log_path}")
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def metrics_port(worker: Worker, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        worker.check_alive()
+        started = worker.events("worker_started")
+        if started:
+            return int(started[0]["http_port"])
+        time.sleep(0.05)
+    raise RuntimeError(f"no worker_started event; see {worker.log_path}")
+
+
+def events_counted(port: int) -> int:
+    """Sum of the worker's inmobi_sync_events_total over every result."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("inmobi_sync_events_total{")
+        )
+    )
+
+
+def wait_processed(worker: Worker, events: int, timeout: float = 600) -> float:
+    """Epoch seconds at which the worker had consumed (and buffered, ignored or rejected) all."""
+    port = metrics_port(worker)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        worker.check_alive()
+        if events_counted(port) >= events:
+            return time.time()
+        time.sleep(0.05)
+    raise RuntimeError(f"worker did not consume every event in {timeout} s; see {worker.log_path}")
+
+
+def wait_caught_up(
+    watcher: CommitWatcher, ends: Mapping[int, int], worker: Worker, timeout: float = 600
+) -> float:
+    """Epoch seconds at which the committed offsets were first seen at the end offsets."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if reached(watcher.committed(), ends):
+            return time.time()
+        if worker.proc.poll() is not None and not reached(watcher.committed(), ends):
+            raise RuntimeError(f"worker exited before catching up; see {worker.log_path}")
+        time.sleep(0.1)
+    raise RuntimeError(f"worker did not catch up in {timeout} s; see {worker.log_path}")
+
+
+def upload_stats(uploads: list[dict[str, Any]], since: float) -> dict[str, Any]:
+    """Sizes of the accepted uploads after `since` (the sandbox keeps the last 1000)."""
+    ok = [u for u in uploads if u["time"] >= since and u["status"] == 200]
+    if not ok:
+        return {"files": 0}
+    rows = [u["rows"] for u in ok]
+    sizes = [u["compressed_bytes"] for u in ok]
+    return {
+        "files": len(ok),
+        "rows_mean": round(statistics.fmean(rows)),
+        "rows_max": max(rows),
+        "bytes_mean": round(statistics.fmean(sizes)),
+        "bytes_max": max(sizes),
+        "bytes_per_row": round(sum(sizes) / sum(rows), 2),
+    }
+
+
+def run_worker(
+    env: Env,
+    topic: str,
+    ends: Mapping[int, int],
+    log_dir: Path,
+    *,
+    cmd: Sequence[str] = WORKER_CMD,
+    on_start: Callable[[int], None] | None = None,
+    drain: bool = False,
+    **settings: object,
+) -> dict[str, Any]:
+    group = f"bench-worker-{uuid.uuid4().hex[:8]}"
+    create_topic(env.bootstrap, f"{topic}.dlq", 1)
+    watcher = CommitWatcher(env.bootstrap, group, topic, sorted(ends))
+    meter = CpuMeter(env.pids())
+    # Production flush settings, but a short age when the last buffers flush by age.
+    defaults = {"FLUSH_MAX_IDS": 100_000, "FLUSH_MAX_AGE_SECONDS": 60 if drain else 2}
+    settings = defaults | settings
+    children_before = children_cpu()
+    worker = Worker(worker_env(env, topic, group, **settings), log_dir, cmd)
+    meter.add("worker", worker.proc.pid)
+    if on_start is not None:
+        on_start(worker.proc.pid)
+    events = sum(ends.values())
+    try:
+        processed_at = wait_processed(worker, events)
+        cpu = meter.sample()
+        peak = rss_peak_bytes(worker.proc.pid)
+        if drain:
+            worker.proc.send_signal(signal.SIGTERM)  # flush everything, upload, commit, exit
+        done_at = wait_caught_up(watcher, ends, worker)
+        cpu = meter.sample() if worker.proc.poll() is None else cpu
+    finally:
+        code = worker.stop()
+        watcher.close()
+    cpu["worker"] = round(children_cpu() - children_before, 2)  # all of it, the drain included
+    assigned = worker.assigned_at() or worker.started
+    after = done_at - assigned
+    return {
+        "events": events,
+        "mode": "drain on SIGTERM" if drain else "flush by age",
+        "consumed_per_s": round(events / (processed_at - assigned)),
+        "seconds_total": round(done_at - worker.started, 3),
+        "seconds_to_assignment": round(assigned - worker.started, 3),
+        "seconds_after_assignment": round(after, 3),
+        "events_per_s": round(events / after),
+        "events_per_s_total": round(events / (done_at - worker.started)),
+        "cpu_seconds": cpu,
+        "worker_peak_rss_mb": round(peak / 2**20, 1),
+        "uploads": upload_stats(env.sandbox.state()["uploads"], worker.started),
+        "exit_code": code,
+        "log": str(worker.log_path),
+        "settings": {k: str(v) for k, v in settings.items()},
+    }
