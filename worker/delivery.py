@@ -15,7 +15,8 @@
 
 - Ownership and fencing: before a file is sent, delivery waits while the pipeline says it may have
   lost its partitions (`may_upload` is False: a long pause, a broker unreachable past the session
-  timeout), then drops the rows of partitions it no longer owns (`owned`). The new owner re-reads
+  timeout), then drops the rows of partitions that left the assignment their batch was cut in
+  (`epoch_of`: a partition that went away and came back is a new assignment). The new owner re-reads
   those changes from the last commit, so a stale add of this worker can never be sent after a
   newer remove of the new owner. (A request already on the wire cannot be recalled; its window is
   bounded by INMOBI_REQUEST_TIMEOUT_SECONDS.)
@@ -52,6 +53,8 @@ from worker.retry import RetryPolicy
 
 __all__ = ["Delivery", "SegmentHealth"]
 
+Epochs = dict[int, int]  # partition -> tracker epoch of the assignment a batch was cut in
+
 log = structlog.get_logger(__name__)
 
 STUCK_AFTER_ATTEMPTS = 5
@@ -76,15 +79,15 @@ class Delivery:
         *,
         metrics: Metrics,
         on_done: Callable[[Batch], None],
-        on_rejected_row: Callable[[str, Rows, str], None],
+        on_rejected_row: Callable[[str, Rows, str, int], None],
         concurrency: int = 4,
         policy: RetryPolicy | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        owned: Callable[[], frozenset[int]] | None = None,
+        epoch_of: Callable[[int], int | None] | None = None,
         may_upload: Callable[[], bool] = lambda: True,
     ) -> None:
-        self._owned = owned
+        self._epoch_of = epoch_of
         self._may_upload = may_upload
         self._client = client
         self._directory = directory
@@ -152,11 +155,9 @@ class Delivery:
 
     async def _deliver(self, batch: Batch, health: SegmentHealth) -> None:
         started = time.monotonic()
+        epochs = {p: e for p, _offset, e in batch.holds}
         for group in batch.rows:
-            rows = self._still_owned(group)
-            files = await asyncio.to_thread(encode_rows, rows, self._columns, self._limits)
-            for encoded in files:
-                await self._send_owned(batch.segment, encoded, health)
+            await self._send_rows(batch.segment, group, epochs, health)
         log.info(
             "batch_uploaded",
             segment=batch.segment,
@@ -167,14 +168,20 @@ class Delivery:
             seconds=round(time.monotonic() - started, 3),
         )
 
-    def _still_owned(self, rows: Rows) -> Rows:
-        """The rows whose partition this worker still owns (all of them without a filter)."""
-        if self._owned is None:
+    async def _send_rows(
+        self, segment: str, rows: Rows, epochs: Epochs, health: SegmentHealth
+    ) -> None:
+        for encoded in await asyncio.to_thread(encode_rows, rows, self._columns, self._limits):
+            await self._send(segment, encoded, epochs, health)
+
+    def _still_owned(self, rows: Rows, epochs: Epochs) -> Rows:
+        """The rows whose partition is still in the assignment their batch was cut in."""
+        if self._epoch_of is None:
             return rows
-        owned = self._owned()
-        if all(p in owned for p in set(rows.partitions)):
+        live = {p for p in set(rows.partitions) if self._epoch_of(p) == epochs.get(p)}
+        if len(live) == len(set(rows.partitions)):
             return rows
-        keep = [i for i, p in enumerate(rows.partitions) if p in owned]
+        keep = [i for i, p in enumerate(rows.partitions) if p in live]
         log.info("rows_dropped_not_owned", rows=len(rows) - len(keep), kept=len(keep))
         return Rows(
             rows.op,
@@ -184,27 +191,30 @@ class Delivery:
             tuple(rows.offsets[i] for i in keep),
         )
 
-    async def _send_owned(self, segment: str, encoded: EncodedFile, health: SegmentHealth) -> None:
-        """Send a file once the worker is not fenced, without rows of partitions it lost."""
-        while not self._may_upload():
-            await self._sleep(0.1)
-        rows = self._still_owned(encoded.rows)
-        if rows is encoded.rows:
-            await self._send(segment, encoded, health)
-            return
-        for f in await asyncio.to_thread(encode_rows, rows, self._columns, self._limits):
-            await self._send(segment, f, health)
+    async def _send(
+        self, segment: str, encoded: EncodedFile, epochs: Epochs, health: SegmentHealth
+    ) -> None:
+        """Send one file until it is acknowledged, split, or no longer this worker's to send.
 
-    async def _send(self, segment: str, encoded: EncodedFile, health: SegmentHealth) -> None:
+        Before every attempt (the first and each retry): wait while fenced, then drop rows of
+        partitions that left the assignment their batch was cut in (re-encoding what is left).
+        """
         attempt = 0
         action = encoded.rows.op.action
         while True:
+            while not self._may_upload():
+                await self._sleep(0.1)
+            rows = self._still_owned(encoded.rows, epochs)
+            if rows is not encoded.rows:
+                if len(rows):
+                    await self._send_rows(segment, rows, epochs, health)
+                return
             try:
                 await self._upload_once(segment, action, encoded)
             except FileRejectedError as exc:
                 self._record_failure(health, segment, exc, attempt)
                 health.failures = 0  # a rejection is an answer, not an outage
-                await self._split(segment, encoded, str(exc), health)
+                await self._split(segment, encoded, str(exc), epochs, health)
                 return
             except (TransientError, AuthError, UnknownSegmentError) as exc:
                 self._record_failure(health, segment, exc, attempt)
@@ -234,17 +244,20 @@ class Delivery:
         self._metrics.upload_rows.labels(action=action).inc(len(encoded.rows))
 
     async def _split(
-        self, segment: str, encoded: EncodedFile, reason: str, health: SegmentHealth
+        self,
+        segment: str,
+        encoded: EncodedFile,
+        reason: str,
+        epochs: Epochs,
+        health: SegmentHealth,
     ) -> None:
         rows = encoded.rows
         if len(rows) == 1:
-            self._on_rejected_row(segment, rows, reason)
+            self._on_rejected_row(segment, rows, reason, epochs.get(rows.partitions[0], 0))
             return
         half = len(rows) // 2
         for part in (rows.slice(0, half), rows.slice(half, len(rows))):
-            files = await asyncio.to_thread(encode_rows, part, self._columns, self._limits)
-            for f in files:
-                await self._send(segment, f, health)
+            await self._send_rows(segment, part, epochs, health)
 
     def _record_failure(
         self, health: SegmentHealth, segment: str, exc: SyncError, attempt: int

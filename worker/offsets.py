@@ -8,7 +8,10 @@ stops counting. Commits only move forward. Pure: no Kafka, no clock.
 
 Every assignment of a partition gets a new *epoch*; a hold returns the epoch it was taken in and
 its release must name it. A late release from before a revoke (a batch still finishing after the
-partition went away and came back) therefore never frees a hold of the new assignment.
+partition went away and came back) therefore never frees a hold of the new assignment. A revoked
+partition is remembered as such: holds and reads reported for it before it is assigned again get
+the dead epoch 0 and change nothing. Nothing is committable for a partition until something of it
+was read in the current assignment, and never past what was read.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ class PartitionState:
     held: dict[int, int] = field(default_factory=dict)  # offset -> number of holders
 
     def committable(self) -> int | None:
+        if self.next_offset is None:
+            return None  # nothing read in this assignment: nothing to say
         if self.held:
-            return min(self.held)
+            return min(*self.held, self.next_offset)
         return self.next_offset
 
 
@@ -35,6 +40,7 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._partitions: dict[int, PartitionState] = {}
         self._epochs = 0
+        self._revoked: set[int] = set()
 
     def _new(self, partition: int, committed: int | None = None) -> PartitionState:
         self._epochs += 1
@@ -42,12 +48,19 @@ class OffsetTracker:
         return st
 
     def assign(self, partition: int, committed: int | None = None) -> None:
+        self._revoked.discard(partition)
         if partition not in self._partitions:
             self._new(partition, committed)
 
     def revoke(self, partition: int) -> PartitionState | None:
-        """Forget a partition; late releases for it are ignored."""
+        """Forget a partition; late holds, reads and releases for it are ignored."""
+        self._revoked.add(partition)
         return self._partitions.pop(partition, None)
+
+    def epoch(self, partition: int) -> int | None:
+        """The current assignment's epoch, or None when the partition is not tracked."""
+        st = self._partitions.get(partition)
+        return None if st is None else st.epoch
 
     def partitions(self) -> list[int]:
         return sorted(self._partitions)
@@ -57,12 +70,16 @@ class OffsetTracker:
 
     def consumed(self, partition: int, offset: int) -> None:
         """Record that every offset up to `offset` was read (and is held, ignored or done)."""
+        if partition in self._revoked:
+            return
         st = self._partitions.get(partition) or self._new(partition)
         if st.next_offset is None or offset + 1 > st.next_offset:
             st.next_offset = offset + 1
 
     def hold(self, partition: int, offset: int) -> int:
-        """Hold `offset` back from commits; return the epoch to release it with."""
+        """Hold `offset` back from commits; return the epoch to release it with (0: dead)."""
+        if partition in self._revoked:
+            return 0
         st = self._partitions.get(partition) or self._new(partition)
         st.held[offset] = st.held.get(offset, 0) + 1
         return st.epoch

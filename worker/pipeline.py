@@ -102,7 +102,7 @@ class Pipeline:
         self.delivery: Delivery = delivery_factory(
             on_done=self._batch_done,
             on_rejected_row=self._row_rejected,
-            owned=lambda: self._owned,
+            epoch_of=self._owned_epoch,
             may_upload=lambda: self.fence.may_act(self._clock.monotonic()),
         )
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="kafka")
@@ -284,7 +284,11 @@ class Pipeline:
         )
         self._dlq.send(msg, rejection, done)
 
-    def _row_rejected(self, segment: str, rows: Rows, reason: str) -> None:
+    def _owned_epoch(self, partition: int) -> int | None:
+        """The tracker epoch of an owned partition; None when this worker does not own it."""
+        return self._tracker.epoch(partition) if partition in self._owned else None
+
+    def _row_rejected(self, segment: str, rows: Rows, reason: str, epoch: int) -> None:
         """A row InMobi rejected on its own: DLQ it (stage UPLOAD) as a JSON change.
 
         The original bytes are not kept once buffered, so the value is the change re-encoded as
@@ -292,6 +296,9 @@ class Pipeline:
         derived from the source position, and occurred_at is 0 (unknown).
         """
         p, o, device = rows.partitions[0], rows.offsets[0], rows.ids[0]
+        if self._owned_epoch(p) != epoch:  # the partition moved on: its new owner re-reads it
+            log.info("rejected_row_not_owned", partition=p, offset=o)
+            return
         event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{self._source.topic}/{p}/{o}/{device}")
         value = json.dumps(
             {
