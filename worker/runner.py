@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -25,6 +26,7 @@ from worker.decoding import Decoder
 from worker.delivery import Delivery
 from worker.directory import SegmentDirectory
 from worker.encoding import FileLimits
+from worker.errors import FatalError, SyncError
 from worker.inmobi import InMobiClient, InMobiConfig, RequestGate, SessionManager
 from worker.kafka import DlqSink, KafkaSource, consumer_config, producer_config
 from worker.kafka_registry import SegmentRegistry
@@ -62,6 +64,23 @@ def _pipeline_config(s: Settings) -> PipelineConfig:
     )
 
 
+async def keep_session(
+    sessions: SessionManager, on_fatal: Callable[[FatalError], None], every: float = 60.0
+) -> None:
+    """Hold a valid InMobi session even while idle, so readiness can require one: generated at
+    start, refreshed ahead of expiry by `SessionManager.get`. Failures are logged and retried;
+    credentials refused again and again (FatalError) stop the worker."""
+    while True:
+        try:
+            await sessions.get()
+        except FatalError as exc:
+            on_fatal(exc)
+            return
+        except SyncError as exc:
+            log.warning("session_unavailable", error_class=type(exc).__name__, error=str(exc))
+        await asyncio.sleep(every)
+
+
 def _readiness(pipeline: Pipeline, sessions: SessionManager) -> Readiness:
     stuck = {
         name: h.last_error
@@ -74,7 +93,7 @@ def _readiness(pipeline: Pipeline, sessions: SessionManager) -> Readiness:
         "inmobi_session": sessions.valid,
         "stuck_segments": stuck,
     }
-    return Readiness(not stuck and pipeline.fatal is None, reasons)
+    return Readiness(not stuck and sessions.valid and pipeline.fatal is None, reasons)
 
 
 def _liveness(pipeline: Pipeline, limit: float) -> Readiness:
@@ -170,9 +189,17 @@ async def run_worker(
             group=settings.kafka_group_id,
             http_port=bound_port(runner),
         )
+
+        def fatal(exc: FatalError) -> None:
+            pipeline.fatal = pipeline.fatal or exc
+            stop.set()
+
+        keeper = asyncio.create_task(keep_session(sessions, fatal))
         try:
             await pipeline.run(stop)
         finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
             await runner.cleanup()
     if pipeline.fatal is not None:
         log.error("worker_failed", error=str(pipeline.fatal))
