@@ -23,16 +23,13 @@ Two ways to end a run:
 
 from __future__ import annotations
 
-import json
 import signal
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +42,7 @@ from bench.env import (
     reached,
     rss_peak_bytes,
 )
-from worker.demo import local_env
+from worker.localstack import WorkerProcess, local_env
 
 WORKER_CMD: tuple[str, ...] = (sys.executable, "-m", "worker.cli", "run")
 
@@ -63,58 +60,7 @@ def worker_env(env: Env, topic: str, group: str, **extra: object) -> dict[str, s
     return local_env(env.bootstrap, env.sandbox.url, topic, f"{topic}.dlq", group, **settings)
 
 
-class Worker:
-    """One worker process, its log in a file."""
-
-    def __init__(self, env: Mapping[str, str], log_dir: Path, cmd: Sequence[str] = WORKER_CMD):
-        self.log_path = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
-        self._log = self.log_path.open("wb")
-        self.started = time.time()
-        self.proc = subprocess.Popen(
-            list(cmd), env=dict(env), stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == name:
-                out.append(event)
-        return out
-
-    def assigned_at(self) -> float | None:
-        """Epoch seconds of the first assignment, from the log."""
-        found = self.events("partitions_assigned")
-        return _epoch(found[0]["timestamp"]) if found else None
-
-    def wait_assigned(self, timeout: float = 60) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            at = self.assigned_at()
-            if at is not None:
-                return at
-            time.sleep(0.05)
-        raise RuntimeError(f"worker was not assigned within {timeout} s; see {self.log_path}")
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {self.proc.returncode}; see {self.log_path}")
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._log.close()
-
-
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+Worker = WorkerProcess  # the shared worker process wrapper
 
 
 def metrics_port(worker: Worker, timeout: float = 60) -> int:
@@ -203,7 +149,7 @@ def run_worker(
     defaults = {"FLUSH_MAX_IDS": 100_000, "FLUSH_MAX_AGE_SECONDS": 60 if drain else 2}
     settings = defaults | settings
     children_before = children_cpu()
-    worker = Worker(worker_env(env, topic, group, **settings), log_dir, cmd)
+    worker = Worker(worker_env(env, topic, group, **settings), log_dir, cmd=cmd)
     meter.add("worker", worker.proc.pid)
     if on_start is not None:
         on_start(worker.proc.pid)

@@ -8,14 +8,12 @@ for the GIL, and a process lets the table show its CPU time separately.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from confluent_kafka import TopicPartition as KTopicPartition
 
 from worker.embedded import EmbeddedBroker, free_port, wait_for_port
 from worker.kafka import create_topics
+from worker.localstack import http_json
 
 PARTITIONS = 12
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -59,16 +58,6 @@ def rss_peak_bytes(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def http_json(url: str, body: Any = None, method: str | None = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        text = resp.read()
-    return json.loads(text) if text else None
 
 
 class SandboxProcess:
@@ -107,7 +96,7 @@ class SandboxProcess:
         return dict(http_json(f"{self.url}/_sandbox/state"))
 
     def reset(self) -> None:
-        http_json(f"{self.url}/_sandbox/reset", {}, "POST")
+        http_json(f"{self.url}/_sandbox/reset", "POST", {})
 
 
 @dataclass

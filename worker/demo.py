@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
+import tempfile
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
@@ -27,55 +24,13 @@ from worker.avro_fast import BUNDLED_SCHEMA_JSON as SCHEMA_JSON
 from worker.embedded import EmbeddedBroker
 from worker.generator import ExpectedChange, GeneratedRecord, GeneratorSpec, fold_model, generate
 from worker.kafka import EventProducer, create_topics, group_committed, read_all
+from worker.localstack import WorkerProcess, http_json, local_env
 from worker.model import IdType, Op
 from worker.openrtb.verify import VerifyResult, format_result, verify
 
-__all__ = ["local_env", "main"]
+__all__ = ["main"]
 
 DEMO_SEGMENTS = ("high_value users", "CHURN_RISK", "cart-abandoners", "Gamers", "sports fans")
-
-
-def local_env(
-    bootstrap: str, sandbox_url: str, topic: str, dlq: str, group: str, **extra: object
-) -> dict[str, str]:
-    """Settings for a worker against the embedded broker and the sandbox (demo and tests)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("KAFKA_", "INMOBI_", "FLUSH_", "SCHEMA_", "SEGMENT"))
-    }
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "KAFKA_TOPIC": topic,
-            "KAFKA_DLQ_TOPIC": dlq,
-            "KAFKA_GROUP_ID": group,
-            # the embedded broker holds JoinGroup for session.timeout.ms / 2: keep it short locally
-            "KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "KAFKA_CONSUMER_OVERRIDES": json.dumps(
-                {"heartbeat.interval.ms": 1000, "socket.timeout.ms": 30000}
-            ),
-            "SCHEMA_REGISTRY_URL": f"{sandbox_url}/registry",
-            "INMOBI_BASE_URL": sandbox_url,
-            "INMOBI_SESSION_URL": sandbox_url,
-            "INMOBI_USERNAME": "sandbox-user",
-            "INMOBI_API_KEY": "sandbox-secret",
-            "INMOBI_ACCOUNT_ID": "sandbox-account",
-            "INMOBI_PROPERTY_ID": "1234567890",
-            "FLUSH_MAX_AGE_SECONDS": "2",
-            "COMMIT_INTERVAL_SECONDS": "0.5",
-            "HTTP_PORT": "0",
-        }
-    )
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def _get(url: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
 
 
 def _publish(
@@ -97,14 +52,13 @@ def _wait_caught_up(
     group: str,
     topic: str,
     ends: Mapping[int, int],
-    worker: subprocess.Popen[bytes],
+    worker: WorkerProcess,
     timeout: float = 180,
 ) -> None:
     deadline = time.monotonic() + timeout
     total = sum(ends.values())
     while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited early with code {worker.returncode}")
+        worker.check_alive()
         got = group_committed({"bootstrap.servers": bootstrap}, group, topic, ends)
         done = sum(min(got.get(p) or 0, o) for p, o in ends.items())
         print(f"\r  committed {done}/{total} offsets", end="", flush=True)
@@ -165,8 +119,10 @@ def main() -> int:
     print("starting the embedded Kafka-protocol broker and the InMobi sandbox ...")
     with EmbeddedBroker() as broker, SandboxThread() as sandbox:
         print(f"  broker {broker.bootstrap}, sandbox {sandbox.url}")
-        schema_id = _get(
-            f"{sandbox.url}/registry/subjects/{topic}-value/versions", {"schema": SCHEMA_JSON}
+        schema_id = http_json(
+            f"{sandbox.url}/registry/subjects/{topic}-value/versions",
+            "POST",
+            {"schema": SCHEMA_JSON},
         )["id"]
         spec = GeneratorSpec(
             count=5000,
@@ -184,25 +140,14 @@ def main() -> int:
         bad = sum(r.bad for r in records)
         print(f"published {len(records)} events ({bad} bad) to {topic} over {len(ends)} partitions")
         env = local_env(broker.bootstrap, sandbox.url, topic, dlq, group, LOG_FORMAT="json")
-        log_path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"inmobi-sync-demo-{tag}.log")
-        with open(log_path, "wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "worker.cli", "run"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                print(f"worker running (log: {log_path}); waiting until it has caught up ...")
-                _wait_caught_up(
-                    broker.bootstrap, group=group, topic=topic, ends=ends, worker=worker
-                )
-            finally:
-                if worker.poll() is None:
-                    worker.send_signal(signal.SIGTERM)
-                code = worker.wait(60)
+        worker = WorkerProcess(env, Path(tempfile.gettempdir()), f"inmobi-sync-demo-{tag}")
+        try:
+            print(f"worker running (log: {worker.log_path}); waiting until it has caught up ...")
+            _wait_caught_up(broker.bootstrap, group=group, topic=topic, ends=ends, worker=worker)
+        finally:
+            code = worker.stop()
         print(f"worker stopped with exit code {code}")
-        state = _get(f"{sandbox.url}/_sandbox/state")
+        state = http_json(f"{sandbox.url}/_sandbox/state")
         print()
         print(_table(state, _dlq_by_segment(broker.bootstrap, dlq, bad)))
         model = fold_model(r.change for r in records if r.change is not None)

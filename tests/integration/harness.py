@@ -7,21 +7,28 @@ offsets come from delivery reports, not ListOffsets.
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from worker.demo import local_env
 from worker.generator import GeneratedRecord, GeneratorSpec, generate
 from worker.kafka import EventProducer, create_topics, group_committed
+from worker.localstack import WorkerProcess, http_json, local_env
+
+__all__ = [
+    "Names",
+    "Stream",
+    "WorkerProcess",
+    "committed_reaches",
+    "generated",
+    "http_json",
+    "publish",
+    "sandbox_membership",
+    "wait_until",
+    "worker_env",
+]
 
 
 def wait_until(
@@ -34,16 +41,6 @@ def wait_until(
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
-
-
-def http_json(url: str, method: str = "GET", body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        text = resp.read()
-    return json.loads(text) if text else None
 
 
 def sandbox_membership(sandbox_url: str) -> dict[str, set[tuple[str, str]]]:
@@ -119,40 +116,3 @@ def worker_env(bootstrap: str, sandbox_url: str, names: Names, **extra: Any) -> 
         LOG_FORMAT="json",
         **extra,
     )
-
-
-class WorkerProcess:
-    """`inmobi-sync run` as a real process; its log goes to a file for the test report."""
-
-    def __init__(self, env: Mapping[str, str], log_dir: Path, name: str = "worker") -> None:
-        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "run"],
-            env=dict(env),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._log.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
