@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo test lint typecheck unit integration bench clean
+.PHONY: help setup demo test lint typecheck unit integration chaos-ci chaos bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,8 +34,14 @@ unit: setup  ## unit tests of the pure core and adapters (no broker)
 integration: setup  ## integration tests (embedded broker, sandbox over HTTP, worker processes)
 	$(BIN)/pytest -q -m integration tests/integration
 
+chaos-ci: setup  ## the chaos suite's CI tier (part of `make test`)
+	$(BIN)/pytest -q -m chaos tests/chaos
+
 test: setup lint typecheck  ## lint, type checks and every test (what CI runs)
 	$(BIN)/pytest -q
+
+chaos: setup  ## the chaos suite, full tier (crashes, bounces, pauses, faults, poison records); prints a table
+	$(BIN)/python -m tests.chaos --tier full
 
 bench: setup  ## run the benchmark suite (see bench/README.md; ~2 min with --quick)
 	$(BIN)/python -m bench.run --quick
