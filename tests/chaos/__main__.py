@@ -7,6 +7,7 @@ under the printed directory. Exits 1 if any scenario failed.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="scenario names to run")
     args = parser.parse_args(argv)
     configure_logging("WARNING", "console")  # the in-process sandbox logs every request
+    # a worker killed mid-upload leaves a request half-read: aiohttp logs a traceback for it
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     chosen = [s for s in scenarios(args.tier) if not args.only or s.name in args.only]
     logs = Path(tempfile.mkdtemp(prefix=f"chaos-{args.tier}-"))
     print(f"tier {args.tier}: {len(chosen)} scenarios, worker logs under {logs}", flush=True)

@@ -136,7 +136,7 @@ def _drive(
     fleet.churning = True
     churn.run(ctx)
     _heal(ctx)
-    ends = publisher.join(SETUP_TIMEOUT_SECONDS)
+    ends = publisher.join(scenario.workload.publish_seconds + SETUP_TIMEOUT_SECONDS)
     for p, end in ctx.extra_end_offsets.items():
         ends[p] = max(end, ends.get(p, 0))
     healed_at = max(ctx.last_fault_at, publisher.finished_at or 0.0)
