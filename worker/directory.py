@@ -42,14 +42,6 @@ class SegmentDirectory:
     def known(self) -> dict[str, str]:
         return dict(self._ids)
 
-    def forget(self, name: str) -> None:
-        """Drop a dead ID (InMobi said 404) so the next use resolves again; config IDs stay."""
-        if self._catalog.get(name).inmobi_segment_id:
-            return
-        segment_id = self._ids.pop(name, None)
-        if segment_id is not None and self._registry is not None:
-            self._registry.retire(name, segment_id)
-
     async def resolve(self, name: str) -> str:
         """The segment's InMobi ID, creating the segment on first use."""
         found = self._ids.get(name)
