@@ -39,7 +39,12 @@ def cmd_run(_args: argparse.Namespace) -> int:
     settings = _settings()
     require_for_run(settings)
     configure_logging(settings.log_level, settings.log_format)
-    return asyncio.run(run_worker(settings, early_stop=early_stop))
+    try:
+        return asyncio.run(run_worker(settings, early_stop=early_stop))
+    finally:
+        # drained and committed: a late second signal must not turn exit 0 into a kill
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

@@ -18,8 +18,9 @@
   timeout), then drops the rows of partitions that left the assignment their batch was cut in
   (`epoch_of`: a partition that went away and came back is a new assignment). The new owner re-reads
   those changes from the last commit, so a stale add of this worker can never be sent after a
-  newer remove of the new owner. (A request already on the wire cannot be recalled; its window is
-  bounded by INMOBI_REQUEST_TIMEOUT_SECONDS.)
+  newer remove of the new owner. (A request already on the wire cannot be recalled: while the
+  process runs its window is bounded by INMOBI_REQUEST_TIMEOUT_SECONDS; a request half-written
+  when the process is frozen completes when it resumes.)
 
 A batch is reported to `on_done` only when every one of its rows was acknowledged, dead-lettered,
 or dropped because its partition went to another worker (its hold belongs to an old epoch then).

@@ -196,6 +196,8 @@ def _wait(
 def _heal(ctx: ChaosContext) -> None:
     ctx.sandbox("faults", "PUT", ctx.baseline_faults)
     ctx.sandbox("release", "POST", {})
+    if ctx.scenario.faults:
+        ctx.mark()  # the sandbox faults lasted until now
     if not ctx.fleet.live():
         ctx.fleet.start()
         ctx.mark()
