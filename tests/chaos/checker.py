@@ -18,10 +18,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tests.integration.harness import http_json
-from worker.generator import GeneratedRecord, fold_model
+from tests.integration.harness import expected_membership, http_json
+from worker.generator import GeneratedRecord
 from worker.kafka import group_committed, iter_records
-from worker.model import CSV_COLUMN
 
 __all__ = ["Verdict", "check", "expected_membership"]
 
@@ -43,12 +42,6 @@ class Verdict:
 
     def duplicates_text(self) -> str:
         return str(self.duplicates) if self.exact else f"≥ {max(0, self.duplicates)}"
-
-
-def expected_membership(records: Sequence[GeneratedRecord], refused: set[str]) -> Membership:
-    model = fold_model(r.change for r in records if r.change is not None)
-    out = {s: {(CSV_COLUMN[t], i) for t, i in m if i not in refused} for s, m in model.items()}
-    return {s: m for s, m in out.items() if m}
 
 
 def sandbox_members(sandbox_url: str, problems: list[str]) -> Membership:

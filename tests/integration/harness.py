@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.generator import GeneratedRecord, GeneratorSpec, generate
+from worker.generator import GeneratedRecord, GeneratorSpec, fold_model, generate
 from worker.kafka import EventProducer, create_topics, group_committed
 from worker.localstack import WorkerProcess, http_json, local_env
+from worker.model import CSV_COLUMN
 
 __all__ = [
     "Names",
     "Stream",
     "WorkerProcess",
     "committed_reaches",
+    "expected_membership",
     "generated",
     "http_json",
     "publish",
@@ -86,6 +88,16 @@ def publish(
 
 def generated(**spec: Any) -> list[GeneratedRecord]:
     return list(generate(GeneratorSpec(**spec)))
+
+
+def expected_membership(
+    records: Iterable[GeneratedRecord], refused: Collection[str] = ()
+) -> dict[str, set[tuple[str, str]]]:
+    """Sandbox membership the event log implies: (CSV column, ID) per segment, empty ones left
+    out, minus device IDs the sandbox refuses."""
+    model = fold_model(r.change for r in records if r.change is not None)
+    out = {s: {(CSV_COLUMN[t], i) for t, i in m if i not in refused} for s, m in model.items()}
+    return {s: m for s, m in out.items() if m}
 
 
 def committed_reaches(bootstrap: str, group: str, topic: str, ends: Mapping[int, int]) -> bool:

@@ -18,6 +18,7 @@ from tests.integration.harness import (
     Names,
     WorkerProcess,
     committed_reaches,
+    expected_membership,
     generated,
     http_json,
     publish,
@@ -26,9 +27,8 @@ from tests.integration.harness import (
     worker_env,
 )
 from worker.embedded import EmbeddedBroker
-from worker.generator import GeneratedRecord, fold_model
+from worker.generator import GeneratedRecord
 from worker.kafka import read_all
-from worker.model import CSV_COLUMN
 from worker.sandbox.server import SandboxThread
 
 pytestmark = pytest.mark.integration
@@ -62,14 +62,6 @@ SCENARIOS = [
     ),
     Scenario("files over the sandbox limits", {"max_rows": 300}),
 ]
-
-
-def expected(
-    records: list[GeneratedRecord], drop: str | None = None
-) -> dict[str, set[tuple[str, str]]]:
-    model = fold_model(r.change for r in records if r.change is not None)
-    out = {seg: {(CSV_COLUMN[t], i) for t, i in m if i != drop} for seg, m in model.items()}
-    return {s: m for s, m in out.items() if m}
 
 
 def run_to_end(
@@ -121,7 +113,7 @@ def test_fault_ends_with_membership_equal_to_model(
     records = stream_records(seed=11)
     worker, _ = run_to_end(broker, sandbox, names, log_dir, records, **scenario.env)
     got = {s: m for s, m in sandbox_membership(sandbox.url).items() if m}
-    assert got == expected(records)
+    assert got == expected_membership(records)
     state = http_json(f"{sandbox.url}/_sandbox/state")
     if "revoke_sessions_every_seconds" in scenario.faults:
         assert state["sessions_generated"] >= 2, "no session was ever revoked"
@@ -171,19 +163,21 @@ def test_sessions_stay_bounded_when_they_are_revoked_every_second(
     uploads = sum(state["requests"].get("upload", {}).values())
     assert 2 <= state["sessions_generated"] <= math.ceil(elapsed) + 2
     assert state["sessions_generated"] < uploads
-    assert {s: m for s, m in sandbox_membership(sandbox.url).items() if m} == expected(records)
+    assert {s: m for s, m in sandbox_membership(sandbox.url).items() if m} == expected_membership(
+        records
+    )
 
 
 def test_a_row_the_sandbox_rejects_goes_to_the_dlq_and_the_rest_lands(
     broker: EmbeddedBroker, sandbox: SandboxThread, names: Names, log_dir: Path
 ) -> None:
     records = stream_records(seed=14)
-    model = expected(records)
+    model = expected_membership(records)
     victim = sorted(i for m in model.values() for _, i in m)[0]
     http_json(f"{sandbox.url}/_sandbox/faults", "PUT", {"reject_ids": [victim]})
     run_to_end(broker, sandbox, names, log_dir, records)
-    assert {s: m for s, m in sandbox_membership(sandbox.url).items() if m} == expected(
-        records, drop=victim
+    assert {s: m for s, m in sandbox_membership(sandbox.url).items() if m} == expected_membership(
+        records, refused={victim}
     )
     state = http_json(f"{sandbox.url}/_sandbox/state")
     dlq_count = sum(1 for u in state["uploads"] if u["status"] == 400)

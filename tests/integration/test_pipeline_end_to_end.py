@@ -10,6 +10,7 @@ from tests.integration.harness import (
     Names,
     WorkerProcess,
     committed_reaches,
+    expected_membership,
     generated,
     http_json,
     publish,
@@ -18,9 +19,7 @@ from tests.integration.harness import (
     worker_env,
 )
 from worker.embedded import EmbeddedBroker
-from worker.generator import fold_model
 from worker.kafka import group_committed, read_all
-from worker.model import CSV_COLUMN
 from worker.produce import SUBJECT_SUFFIX
 from worker.sandbox.server import SandboxThread
 
@@ -47,13 +46,6 @@ def register(sandbox: SandboxThread, topic: str) -> int:
         {"schema": SCHEMA_JSON},
     )
     return int(body["id"])
-
-
-def expected_membership(records: list) -> dict[str, set[tuple[str, str]]]:  # type: ignore[type-arg]
-    model = fold_model(r.change for r in records if r.change is not None)
-    return {
-        seg: {(CSV_COLUMN[t], i) for t, i in members} for seg, members in model.items() if members
-    }
 
 
 def test_200k_events_end_with_sandbox_equal_to_model_dlq_complete_offsets_at_end(

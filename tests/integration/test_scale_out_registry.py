@@ -12,6 +12,7 @@ from tests.integration.harness import (
     Names,
     WorkerProcess,
     committed_reaches,
+    expected_membership,
     generated,
     http_json,
     publish,
@@ -20,8 +21,6 @@ from tests.integration.harness import (
     worker_env,
 )
 from worker.embedded import EmbeddedBroker
-from worker.generator import fold_model
-from worker.model import CSV_COLUMN
 from worker.sandbox.server import SandboxThread
 
 pytestmark = pytest.mark.integration
@@ -78,8 +77,7 @@ def test_two_workers_and_a_restart_create_every_segment_exactly_once(
     state = http_json(f"{sandbox.url}/_sandbox/state")
     created = sorted(s["name"] for s in state["segments"])
     assert created == sorted(set(created)), "a segment name was created twice"
-    model = fold_model(r.change for r in records if r.change is not None)
-    want = {s: {(CSV_COLUMN[t], i) for t, i in m} for s, m in model.items() if m}
+    want = expected_membership(records)
     assert {s: m for s, m in sandbox_membership(sandbox.url).items() if m} == want
     listing = subprocess.run(
         [sys.executable, "-m", "worker.cli", "segments", "list"],
