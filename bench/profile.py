@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy")
     parser.add_argument("--idle", action="store_true", help="include idle (waiting) samples")
+    parser.add_argument("--drain", action="store_true", help="end by SIGTERM (see bench.e2e)")
     args = parser.parse_args()
     data = dataset(args.events)
     out = Path(tempfile.mkdtemp(prefix="bench-profile-"))
@@ -63,7 +64,7 @@ def main() -> None:
             cmd += ["-r", "200", "--nonblocking", "--threads"] + (["--idle"] if args.idle else [])
             spy.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-        result = run_worker(env, "profile", ends, out, on_start=attach)
+        result = run_worker(env, "profile", ends, out, on_start=attach, drain=args.drain)
         for p in spy:
             p.wait(30)
     print(result)

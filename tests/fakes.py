@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from worker.errors import FileRejectedError, SyncError, TransientError, UnknownSegmentError
-from worker.model import Rejection, SourceMessage
+from worker.model import RecordBatch, Rejection, SourceMessage
 from worker.ports import RebalanceCallback
 
 if TYPE_CHECKING:
@@ -121,9 +121,9 @@ class FakeSource:
             self._callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
             self._pending.appendleft(_Rebalance("assign", sorted(self.log)))
 
-    def poll_batch(self, max_messages: int, timeout: float) -> list[SourceMessage]:
+    def poll_batch(self, max_messages: int, timeout: float) -> RecordBatch:
         if self._rebalance():
-            return []
+            return RecordBatch.of(self.topic, [])
         out: list[SourceMessage] = []
         with self._lock:
             for p in sorted(self.assigned - self.paused):
@@ -134,7 +134,7 @@ class FakeSource:
                 self._positions[p] += len(take)
         if not out:
             time.sleep(min(timeout, 0.002))
-        return out
+        return RecordBatch.of(self.topic, out)
 
     def _rebalance(self) -> bool:
         """Run one pending rebalance, its callback outside the lock (it may commit)."""

@@ -22,6 +22,12 @@ once. It returns fields already *validated* (the device ID normalised) except th
 are shorter than 64 bytes and whose ``occurred_at`` varint is 6 bytes, by direct indexing. It
 returns *raw* fields.
 
+`RECORD_LAYOUTS` serve the batch ingest (`worker.ingest`), which reads the common record straight
+into the buffers: one bytes pattern per segment length checks the *whole* record at once (both
+UUIDs, the all-zero device ID excluded, the enum bytes and the shape of a non-negative 6-byte
+``occurred_at``) and captures only what a buffer needs: the segment bytes with the op and id_type
+bytes behind them (one dictionary key for the route) and the device ID bytes.
+
 `has_bundled_layout` tells whether a registry writer schema has this layout (then framed messages
 take the same readers) or must be resolved by fastavro.
 
@@ -39,10 +45,12 @@ conversions (5.2 µs instead of 2.2 µs per record).
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import json
 import re
 import struct
+from collections.abc import Callable
 from typing import Any, Final
 
 from fastavro import parse_schema
@@ -53,9 +61,13 @@ from worker.model import IdType, Op
 __all__ = [
     "BUNDLED_SCHEMA",
     "BUNDLED_SCHEMA_JSON",
+    "RECORD_LAYOUTS",
+    "RECORD_OVERHEAD",
+    "RECORD_SEGMENT_LENGTH_AT",
     "ZERO_UUID",
     "RawFields",
     "has_bundled_layout",
+    "match_device_record",
     "parse_schema_json",
     "read_common",
     "read_fields",
@@ -211,6 +223,72 @@ def read_common(buf: bytes, pos: int) -> RawFields | None:
         if device_id == ZERO_UUID:  # invalid: the general path rejects it
             return None
     return event_id, segment, op, id_type, device_id, millis
+
+
+# --- the batch ingest's patterns -------------------------------------------------------------
+
+_HEX_BYTES = b"[0-9a-fA-F]"
+_UUID_BYTES = b"-".join(_HEX_BYTES + b"{%d}" % n for n in (8, 4, 4, 4, 12))
+_ZERO_UUID_AHEAD = b"(?!" + ZERO_UUID.encode() + b")"
+# A non-negative 6-byte varint: five bytes with the continuation bit (the first one even: a
+# non-negative zigzag value), then one without.
+_VARINT6 = b"[" + re.escape(bytes(range(0x80, 0x100, 2))) + b"][\x80-\xff]{4}[\x00-\x7f]"
+
+
+def _record_layout(segment_length: int) -> Callable[[bytes], re.Match[bytes] | None]:
+    """``fullmatch`` of the whole common record whose segment has this many bytes.
+
+    Groups: (1) segment bytes + op byte + id_type byte, (2) the device ID (a UUID, any case, not
+    all zeros). The event_id is checked but not captured: nothing downstream needs it.
+    """
+    pattern = (
+        b"H" + _UUID_BYTES + re.escape(bytes([segment_length * 2]))
+        + b"(.{%d}[\x00\x02][\x00\x02\x04])" % segment_length
+        + b"H" + _ZERO_UUID_AHEAD + b"(" + _UUID_BYTES + b")" + _VARINT6
+    )  # fmt: skip
+    return re.compile(pattern, re.DOTALL).fullmatch
+
+
+RECORD_OVERHEAD: Final = _COMMON_FIXED  # bytes of a common record besides its segment name
+RECORD_SEGMENT_LENGTH_AT: Final = _SEGMENT_LENGTH_AT
+# Index: the segment's length in bytes (1 to 63); index 0 never matches (an empty name is invalid).
+RECORD_LAYOUTS: Final = (
+    lambda _value: None,
+    *(_record_layout(n) for n in range(1, _MAX_SHORT + 1)),
+)
+
+
+@functools.cache
+def _device_record_layout(
+    segment_length: int, device_length: int
+) -> Callable[[bytes], re.Match[bytes] | None]:
+    """Like `_record_layout`, for a DEVICE_ID of ``device_length`` printable ASCII characters."""
+    pattern = (
+        b"H" + _UUID_BYTES + re.escape(bytes([segment_length * 2]))
+        + b"(.{%d}[\x00\x02]\x04)" % segment_length
+        + re.escape(bytes([device_length * 2])) + b"([\x20-\x7e]{%d})" % device_length
+        + _VARINT6
+    )  # fmt: skip
+    return re.compile(pattern, re.DOTALL).fullmatch
+
+
+def match_device_record(value: bytes) -> re.Match[bytes] | None:
+    """The common record with a DEVICE_ID of 1-63 printable ASCII characters, else None.
+
+    Groups as in `RECORD_LAYOUTS`. The two lengths are read from their bytes; a pattern per pair
+    (at most 63 x 63) is compiled the first time it is needed.
+    """
+    size = len(value)
+    if size < _COMMON_FIXED - 36 + 2:
+        return None
+    segment_length = value[_SEGMENT_LENGTH_AT]
+    at = _SEGMENT_LENGTH_AT + 3 + (segment_length >> 1)  # the device ID's length byte
+    if segment_length & 0x81 or not segment_length or at >= size:
+        return None
+    device_length = value[at]
+    if device_length & 0x81 or not device_length or size != at + 1 + (device_length >> 1) + 6:
+        return None
+    return _device_record_layout(segment_length >> 1, device_length >> 1)(value)
 
 
 # --- read_fields --------------------------------------------------------------------------------

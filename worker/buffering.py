@@ -25,7 +25,7 @@ from __future__ import annotations
 import binascii
 import enum
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import compress
 from typing import Final
@@ -55,8 +55,10 @@ class BufferLimits:
     max_age_seconds: float = 60.0
 
 
-def _csv_row_bytes(device_id: str) -> int:
+def _csv_row_bytes(device_id: str | bytes) -> int:
     """Bytes of a DEVICE_ID row as the encoder writes it (quoted when it holds `,` or `"`)."""
+    if isinstance(device_id, bytes):
+        device_id = device_id.decode("ascii")
     if "," in device_id or '"' in device_id or device_id != device_id.strip():
         return len(device_id) + device_id.count('"') + 3
     return len(device_id) + 1
@@ -90,16 +92,41 @@ class Rows:
         )
 
 
-@dataclass(frozen=True, slots=True)
 class Batch:
-    """A cut buffer: what one flush of one segment uploads, and the offsets it holds."""
+    """A cut buffer: what one flush of one segment uploads, and the offsets it holds.
 
-    batch_id: int
-    segment: str
-    reason: FlushReason
-    rows: tuple[Rows, ...]
-    holds: tuple[tuple[int, int, int], ...]  # (partition, first offset held, tracker epoch)
-    entries: int  # entries before deduplication
+    Cutting is cheap (the buffer's lanes move into the batch); last write wins is applied when
+    `rows` is first read, which delivery does in a worker thread together with the compression,
+    so that a flush of many segments never stalls the event loop. Read `rows` from one thread.
+    """
+
+    __slots__ = ("_lanes", "_rows", "batch_id", "entries", "holds", "reason", "segment")
+
+    def __init__(
+        self,
+        batch_id: int,
+        segment: str,
+        reason: FlushReason,
+        lanes: tuple[tuple[IdType, _Lane], ...],
+        *,
+        holds: tuple[tuple[int, int, int], ...],  # (partition, first offset held, tracker epoch)
+        entries: int,  # entries before deduplication
+    ) -> None:
+        self.batch_id = batch_id
+        self.segment = segment
+        self.reason = reason
+        self.holds = holds
+        self.entries = entries
+        self._lanes = lanes
+        self._rows: tuple[Rows, ...] | None = None
+
+    @property
+    def rows(self) -> tuple[Rows, ...]:
+        """Deduplicated rows, one `Rows` per (ID type, op) present: computed once."""
+        if self._rows is None:
+            self._rows = tuple(r for t, lane in self._lanes for r in lane.dedupe(t))
+            self._lanes = ()
+        return self._rows
 
     @property
     def row_count(self) -> int:
@@ -136,10 +163,13 @@ def _and(a: bytes | bytearray, b: bytes | bytearray) -> bytes:
 class _Lane:
     """Append-only entries of one ID type. UUID lanes pack IDs as 16 bytes; others keep strings.
 
-    A UUID lane takes device IDs as text and packs them `_PACK_EVERY` at a time with one
-    ``bytes.fromhex`` (the decoder hands over canonical UUIDs; anything else raises ValueError
-    when the lane packs). Entries are stored column-wise: ``ops`` (0 ADD, 1 REMOVE), ``partitions``
-    and ``offsets`` (27 bytes an entry with the 16-byte key).
+    Device IDs arrive as ASCII bytes. A UUID lane gathers them (any case: the batch ingest does not
+    lower-case) and packs them in bulk with one ``binascii.unhexlify`` (`pack`): every `_PACK_EVERY`
+    appends on the per-record path, once per poll batch on the batch ingest's path. Anything but a
+    canonical UUID raises ValueError when the lane packs, so callers hand over checked IDs only.
+    A DEVICE_ID lane keeps its IDs as bytes (printable ASCII, case kept). Entries are stored
+    column-wise: ``ops`` (0 ADD, 1 REMOVE), ``partitions`` and ``offsets`` (27 bytes an entry with
+    the 16-byte key).
     """
 
     __slots__ = ("keys", "offsets", "ops", "packed", "partitions", "pending", "strings")
@@ -147,8 +177,8 @@ class _Lane:
     def __init__(self, packed: bool) -> None:
         self.packed = packed
         self.keys = bytearray()
-        self.pending: list[str] = []  # UUID text not yet packed into `keys`
-        self.strings: list[str] = []
+        self.pending: list[bytes] = []  # UUID text not yet packed into `keys`
+        self.strings: list[bytes] = []
         self.ops = bytearray()
         self.partitions = array("H")
         self.offsets = array("q")
@@ -156,7 +186,7 @@ class _Lane:
     def __len__(self) -> int:
         return len(self.ops)
 
-    def append(self, device_id: str, op: int, partition: int, offset: int) -> None:
+    def append(self, device_id: bytes, op: int, partition: int, offset: int) -> None:
         if self.packed:
             self.pending.append(device_id)
             if len(self.pending) >= _PACK_EVERY:
@@ -170,13 +200,14 @@ class _Lane:
     def pack(self) -> None:
         """Move pending UUID text into `keys` as 16-byte values."""
         if self.pending:
-            self.keys += bytes.fromhex("".join(self.pending).replace("-", ""))
+            self.keys += binascii.unhexlify(b"".join(self.pending).replace(b"-", b""))
             self.pending.clear()
 
     def _ids(self) -> list[str]:
         """Every entry's device ID as text, in entry order."""
         if not self.packed:
-            return self.strings
+            # Printable ASCII, never a newline: one join and one split, in C.
+            return b"\n".join(self.strings).decode("ascii").split("\n") if self.strings else []
         self.pack()
         return _uuid_lines(bytes(self.keys)).split("\n")[:-1]
 
@@ -212,45 +243,85 @@ _LANE_BYTES_BOUND: Final = 2 * (_GZIP_OVERHEAD + 8)  # gzip framing and header r
 
 
 class SegmentBuffer:
-    """Changes of one segment since its last flush."""
+    """Changes of one segment since its last flush.
 
-    __slots__ = ("csv_bytes", "entries", "epochs", "first_offsets", "lanes", "opened_at", "segment")
+    The size bound of its files is kept as ``37 * entries + extra_bytes`` (plus the framing of
+    each lane): every UUID row is 37 bytes, and only DEVICE_IDs of another length add to
+    ``extra_bytes``. ``check_at`` is the entry count at which a size trigger could fire next if
+    every row until then were 37 bytes, so the batch ingest compares one counter per record and
+    looks closer (`recheck`) only there.
+    """
 
-    def __init__(self, segment: str) -> None:
+    __slots__ = (
+        "check_at",
+        "entries",
+        "epochs",
+        "extra_bytes",
+        "first_offsets",
+        "framing_bytes",
+        "lanes",
+        "limits",
+        "opened_at",
+        "segment",
+    )
+
+    def __init__(self, segment: str, limits: BufferLimits | None = None) -> None:
         self.segment = segment
+        self.limits = limits or BufferLimits()
         self.lanes: dict[IdType, _Lane] = {}
         self.first_offsets: dict[int, int] = {}
         self.epochs: dict[int, int] = {}  # partition -> tracker epoch of its hold
         self.opened_at: float | None = None
-        self.csv_bytes = 0
+        self.framing_bytes = 0
+        self.extra_bytes = 0
         self.entries = 0
+        self.check_at = 0
+        self.recount()
+
+    @property
+    def csv_bytes(self) -> int:
+        """An upper bound of the compressed size of this buffer's files (headers included)."""
+        return self.framing_bytes + _UUID_ROW_BYTES * self.entries + self.extra_bytes
+
+    def recount(self) -> None:
+        """Set `check_at`: the first entry count at which a row of 37 bytes could pass a limit."""
+        room = self.limits.max_bytes - self.csv_bytes
+        by_bytes = self.entries + max(0, -(-room // _UUID_ROW_BYTES))
+        self.check_at = min(self.limits.max_ids, by_bytes)
 
     def lane(self, id_type: IdType) -> _Lane:
         lane = self.lanes.get(id_type)
         if lane is None:
             lane = self.lanes[id_type] = _Lane(id_type is not IdType.DEVICE_ID)
-            self.csv_bytes += _LANE_BYTES_BOUND
+            self.framing_bytes += _LANE_BYTES_BOUND
+            self.recount()
         return lane
 
     def add(self, change: MembershipChange, now: float) -> bool:
         """Append a change; True when this partition is new to the buffer (a hold to register)."""
         _segment, op, id_type, device_id, _event, _at, partition, offset = change
-        lane = self.lanes.get(id_type)
-        if lane is None:
-            lane = self.lane(id_type)
-        lane.append(device_id, op, partition, offset)
+        lane = self.lane(id_type)
+        lane.append(device_id.encode(), op, partition, offset)
         if self.opened_at is None:
             self.opened_at = now
         self.entries += 1
-        self.csv_bytes += _UUID_ROW_BYTES if lane.packed else _csv_row_bytes(device_id)
+        if not lane.packed:
+            self.count_device_row(device_id)
         if partition in self.first_offsets:
             return False
         self.first_offsets[partition] = offset
         return True
 
+    def count_device_row(self, device_id: str | bytes) -> None:
+        """Account a DEVICE_ID row whose CSV line may differ from 37 bytes."""
+        extra = _csv_row_bytes(device_id) - _UUID_ROW_BYTES
+        if extra:
+            self.extra_bytes += extra
+            self.recount()
+
     def gzip_bound(self) -> int:
         """An upper bound of the compressed size of this buffer's files (headers included)."""
-        return self.csv_bytes  # the per-lane framing is added when a lane opens
+        return self.csv_bytes
 
     def trigger(self, limits: BufferLimits, now: float) -> FlushReason | None:
         if self.entries >= limits.max_ids:
@@ -261,13 +332,27 @@ class SegmentBuffer:
             return FlushReason.AGE
         return None
 
+    def recheck(self) -> FlushReason | None:
+        """At `check_at`: the size trigger that fires now, if any (else move `check_at` on)."""
+        if self.entries >= self.limits.max_ids:
+            return _IDS
+        if self.csv_bytes >= self.limits.max_bytes:
+            return _BYTES
+        self.recount()
+        return None
+
     def holds_partition(self, partitions: set[int]) -> bool:
         return not partitions.isdisjoint(self.first_offsets)
 
+    def pack(self) -> None:
+        for lane in self.lanes.values():
+            if lane.pending:
+                lane.pack()
+
     def cut(self, batch_id: int, reason: FlushReason) -> Batch:
-        rows = tuple(r for t, lane in sorted(self.lanes.items()) for r in lane.dedupe(t))
         holds = tuple((p, o, self.epochs.get(p, 0)) for p, o in sorted(self.first_offsets.items()))
-        return Batch(batch_id, self.segment, reason, rows, holds, self.entries)
+        lanes = tuple(sorted(self.lanes.items()))
+        return Batch(batch_id, self.segment, reason, lanes, holds=holds, entries=self.entries)
 
 
 _IDS: Final = FlushReason.IDS  # globals: cheaper than enum attribute lookups on the hot path
@@ -275,53 +360,58 @@ _BYTES: Final = FlushReason.BYTES
 
 
 class BufferSet:
-    """All segment buffers of one worker, registering holds with the offset tracker."""
+    """All segment buffers of one worker, registering holds with the offset tracker.
+
+    Two ways in: `add`, a change at a time (the general path), and the batch ingest
+    (`worker.ingest`), which appends to the lanes `open` hands out and must be told when a
+    segment's buffer is cut (`watch_cuts`), since a cut buffer's lanes are gone.
+    """
 
     def __init__(self, limits: BufferLimits, tracker: OffsetTracker) -> None:
         self.limits = limits
-        self._max_ids = limits.max_ids
-        self._max_bytes = limits.max_bytes
-        self._tracker = tracker
+        self.tracker = tracker
         self._buffers: dict[str, SegmentBuffer] = {}
         self._next_batch_id = 1
+        self._cut_watchers: list[Callable[[str], None]] = []
+        self._open_watchers: list[Callable[[str], None]] = []
         self.buffered = 0  # entries across every buffer
 
-    def add(self, change: MembershipChange, now: float) -> FlushReason | None:
-        """Buffer a change; return a reason when its segment must flush now (ids or bytes).
+    def watch_cuts(self, watcher: Callable[[str], None]) -> None:
+        """Call ``watcher(segment)`` whenever a segment's buffer is cut."""
+        self._cut_watchers.append(watcher)
 
-        The hot path: `SegmentBuffer.add` and `_Lane.append` written out inline (a call per
-        event and per field access costs more than the work itself).
-        """
-        segment, op, id_type, device_id, _event, _at, partition, offset = change
+    def watch_opens(self, watcher: Callable[[str], None]) -> None:
+        """Call ``watcher(segment)`` whenever a segment gets a new buffer."""
+        self._open_watchers.append(watcher)
+
+    def open(self, segment: str, id_type: IdType, now: float) -> tuple[SegmentBuffer, _Lane]:
+        """The segment's buffer (opened at ``now`` if it has none) and its lane for an ID type."""
         buf = self._buffers.get(segment)
         if buf is None:
-            buf = self._buffers[segment] = SegmentBuffer(segment)
+            buf = self._buffers[segment] = SegmentBuffer(segment, self.limits)
             buf.opened_at = now
-        lane = buf.lanes.get(id_type)
-        if lane is None:
-            lane = buf.lane(id_type)
-        if lane.packed:
-            pending = lane.pending
-            pending.append(device_id)
-            if len(pending) >= _PACK_EVERY:
-                lane.pack()
-            buf.csv_bytes += _UUID_ROW_BYTES
-        else:
-            lane.strings.append(device_id)
-            buf.csv_bytes += _csv_row_bytes(device_id)
-        lane.ops.append(op)
-        lane.partitions.append(partition)
-        lane.offsets.append(offset)
+            for watcher in self._open_watchers:
+                watcher(segment)
+        return buf, buf.lane(id_type)
+
+    def add(self, change: MembershipChange, now: float) -> FlushReason | None:
+        """Buffer a change; return a reason when its segment must flush now (ids or bytes)."""
+        segment, op, id_type, device_id, _event, _at, partition, offset = change
+        buf, lane = self.open(segment, id_type, now)
+        lane.append(device_id.encode(), op, partition, offset)
         if partition not in buf.first_offsets:
             buf.first_offsets[partition] = offset
-            buf.epochs[partition] = self._tracker.hold(partition, offset)
+            buf.epochs[partition] = self.tracker.hold(partition, offset)
         buf.entries += 1
         self.buffered += 1
-        if buf.entries >= self._max_ids:
-            return _IDS
-        if buf.csv_bytes >= self._max_bytes:
-            return _BYTES
-        return None
+        if not lane.packed:
+            buf.count_device_row(device_id)
+        return buf.recheck() if buf.entries >= buf.check_at else None
+
+    def pack(self) -> None:
+        """Pack every lane's pending UUIDs (the batch ingest calls this after each batch)."""
+        for buf in self._buffers.values():
+            buf.pack()
 
     def due(self, now: float) -> list[tuple[str, FlushReason]]:
         """Segments that must flush by their own limits (age included) at time `now`."""
@@ -351,6 +441,8 @@ class BufferSet:
     def cut(self, segment: str, reason: FlushReason) -> Batch | None:
         """Take a segment's buffer out as a batch; its holds move with the batch."""
         buf = self._buffers.pop(segment, None)
+        for watcher in self._cut_watchers:
+            watcher(segment)
         if buf is None or buf.entries == 0:
             return None
         self.buffered -= buf.entries

@@ -17,7 +17,7 @@ fail validation anyway, so only its stage (DECODE) differs. A JSON value with le
 JSON (such a first byte as Avro would be an ``event_id`` of 5 or 16 bytes, never a UUID).
 
 Framed messages need their writer schema. The decoder never fetches: the caller asks
-`Decoder.missing_schema_ids` for a batch, fetches those IDs from the registry, hands each answer to
+`Decoder.missing_schema_ids` for a batch's values, fetches those IDs from the registry, hands each answer to
 `Decoder.add_writer_schema` or `Decoder.mark_schema_missing`, then decodes the batch. Decoding a
 framed message whose ID was never resolved that way is a caller bug and raises
 `UnresolvedSchemaError` (a `FatalError`); every other input yields a result, never an exception.
@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import io
 import json
+import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
@@ -104,6 +105,8 @@ _MAX_DEVICE_ID = 100
 _JSON_WHITESPACE = b" \t\r\n"
 _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
 _FRAME_HEADER = 5
+_FRAMED: Final = b"\x00"
+_FIRST_BYTE: Final[Callable[[Any], bytes]] = operator.itemgetter(slice(0, 1))
 _MAX_MISSING_IDS = 10_000
 _MAX_CACHED_NAMES = 65_536
 _DEVICE_ID: Final = IdType.DEVICE_ID  # a global is cheaper than an enum attribute lookup
@@ -140,18 +143,22 @@ class Decoder:
 
     # --- writer-schema cache --------------------------------------------------------------
 
-    def missing_schema_ids(self, messages: Iterable[SourceMessage]) -> set[int]:
-        """Schema IDs of framed messages that are neither known nor known to be missing."""
+    def missing_schema_ids(self, values: Sequence[bytes | None]) -> set[int]:
+        """Schema IDs of framed values that are neither known nor known to be missing."""
         if not self._registry_enabled:
             return set()
+        try:
+            if _FRAMED not in map(_FIRST_BYTE, values):  # the common case, decided in C
+                return set()
+        except TypeError:  # a tombstone (None) among them: look at each value below
+            pass
         if len(self._missing) > _MAX_MISSING_IDS:
             # Garbage can name any of 2**32 IDs: bound the cache by forgetting the 404s (they
             # are asked again). Done here, before a batch is resolved, never in the middle.
             self._missing.clear()
         known, missing = self._schemas, self._missing
         ids: set[int] = set()
-        for msg in messages:
-            value = msg.value
+        for value in values:
             if value and value[0] == 0 and len(value) >= _FRAME_HEADER:
                 schema_id = int.from_bytes(value[1:_FRAME_HEADER], "big")
                 if schema_id not in known and schema_id not in missing:

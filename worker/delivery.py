@@ -106,6 +106,7 @@ class Delivery:
         self._idle.set()
         self.fatal: BaseException | None = None
         self.rows_in_flight = 0
+        self._warming: dict[str, asyncio.Task[None]] = {}
 
     # -- queueing -------------------------------------------------------------------------------
     def submit(self, batch: Batch) -> None:
@@ -115,6 +116,27 @@ class Delivery:
         self._idle.clear()
         if health.task is None or health.task.done():
             health.task = asyncio.create_task(self._run_segment(batch.segment, health))
+
+    def warm(self, segment: str) -> None:
+        """Resolve (or create) the segment's InMobi ID now, ahead of its first upload.
+
+        Called when a segment gets a new buffer, so that the registry round trips and the
+        creation of a new segment overlap with buffering instead of delaying the first flush.
+        A failure is only logged: the upload resolves again, with its retries.
+        """
+        if self._directory.cached(segment) is not None or segment in self._warming:
+            return
+        if not self._may_upload():  # fenced: leave it to the upload, which waits for the fence
+            return
+        self._warming[segment] = asyncio.create_task(self._warm(segment))
+
+    async def _warm(self, segment: str) -> None:
+        try:
+            await self._directory.resolve(segment)
+        except SyncError as exc:
+            log.info("segment_warm_up_failed", segment=segment, error=str(exc))
+        finally:
+            self._warming.pop(segment, None)
 
     def batches_in_flight(self) -> int:
         return sum(len(h.queue) for h in self._segments.values())
@@ -132,6 +154,7 @@ class Delivery:
 
     async def close(self) -> None:
         tasks = [h.task for h in self._segments.values() if h.task and not h.task.done()]
+        tasks += [t for t in self._warming.values() if not t.done()]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -157,8 +180,9 @@ class Delivery:
     async def _deliver(self, batch: Batch, health: SegmentHealth) -> None:
         started = time.monotonic()
         epochs = {p: e for p, _offset, e in batch.holds}
-        for group in batch.rows:
-            await self._send_rows(batch.segment, group, epochs, health)
+        # Deduplication and compression of the whole batch in one worker thread hop.
+        for encoded in await asyncio.to_thread(self._encode_batch, batch):
+            await self._send(batch.segment, encoded, epochs, health)
         log.info(
             "batch_uploaded",
             segment=batch.segment,
@@ -168,6 +192,10 @@ class Delivery:
             entries=batch.entries,
             seconds=round(time.monotonic() - started, 3),
         )
+
+    def _encode_batch(self, batch: Batch) -> list[EncodedFile]:
+        """Every file of a batch, in order (runs in a worker thread)."""
+        return [f for rows in batch.rows for f in encode_rows(rows, self._columns, self._limits)]
 
     async def _send_rows(
         self, segment: str, rows: Rows, epochs: Epochs, health: SegmentHealth

@@ -42,6 +42,10 @@ class SegmentDirectory:
     def known(self) -> dict[str, str]:
         return dict(self._ids)
 
+    def cached(self, name: str) -> str | None:
+        """The segment's InMobi ID if this process already knows it (no I/O)."""
+        return self._ids.get(name)
+
     async def resolve(self, name: str) -> str:
         """The segment's InMobi ID, creating the segment on first use."""
         found = self._ids.get(name)

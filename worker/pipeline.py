@@ -44,8 +44,9 @@ from worker.decoding import Decoder
 from worker.delivery import Delivery
 from worker.errors import FatalError, SyncError, TransientError
 from worker.fencing import Fence
+from worker.ingest import Ingest
 from worker.metrics import Metrics
-from worker.model import MembershipChange, Rejection, SourceMessage, Stage
+from worker.model import RecordBatch, Rejection, SourceMessage, Stage
 from worker.offsets import OffsetTracker
 from worker.ports import Clock, DlqPort, SourcePort
 from worker.registry import SchemaRegistryClient
@@ -65,6 +66,7 @@ class PipelineConfig:
     revoke_timeout_seconds: float = 20.0
     max_buffered_ids: int = 10_000_000
     poll_max_messages: int = 10_000
+    process_slice: int = 1_000  # records processed between two yields to the event loop
     poll_timeout_seconds: float = 0.1
     tick_seconds: float = 0.1
     session_timeout_seconds: float = 45.0
@@ -94,17 +96,17 @@ class Pipeline:
         self._registry = registry
         self._buffers = buffers
         self._tracker = tracker
-        self._catalog = catalog
         self._metrics = metrics
         self._clock = clock
+        self._ingest = Ingest(decoder, buffers, catalog)
         self.fence = Fence(config.session_timeout_seconds)
-        self._all_mirror = catalog.all_mirror()
         self.delivery: Delivery = delivery_factory(
             on_done=self._batch_done,
             on_rejected_row=self._row_rejected,
             epoch_of=self._owned_epoch,
             may_upload=lambda: self.fence.may_act(self._clock.monotonic()),
         )
+        buffers.watch_opens(self.delivery.warm)  # segment IDs resolved while buffers fill
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="kafka")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._owned: frozenset[int] = frozenset()  # written on the consumer thread only
@@ -208,8 +210,8 @@ class Pipeline:
                 self._metrics.consumer_lag.remove(str(p))
 
     # -- processing (loop thread) ---------------------------------------------------------------
-    async def _ensure_schemas(self, msgs: list[SourceMessage]) -> None:
-        missing = self._decoder.missing_schema_ids(msgs)
+    async def _ensure_schemas(self, batch: RecordBatch) -> None:
+        missing = self._decoder.missing_schema_ids(batch.values)
         if not missing or self._registry is None:
             return
         attempt = 0
@@ -228,36 +230,17 @@ class Pipeline:
             else:
                 self._decoder.add_writer_schema(schema_id, text)
 
-    def _process(self, msgs: list[SourceMessage]) -> None:
-        now = self._clock.monotonic()
-        owned = self._owned
-        decode = self._decoder.decode
-        add = self._buffers.add
-        catalog = self._catalog
-        all_mirror = self._all_mirror
-        last: dict[int, int] = {}
-        accepted = ignored = rejected = 0
-        for msg in msgs:
-            if msg.partition not in owned:
-                continue  # fetched before a revoke: the new owner reads it
-            last[msg.partition] = msg.offset
-            result = decode(msg)
-            if type(result) is MembershipChange:
-                if not all_mirror and not catalog.get(result.segment).mode.accepts(result.op):
-                    ignored += 1
-                    continue
-                accepted += 1
-                reason = add(result, now)
-                if reason is not None:
-                    self._flush(result.segment, reason)
-            else:
-                rejected += 1
-                self._dead_letter(msg, result)  # type: ignore[arg-type]
-        for p, offset in last.items():
+    def _process(self, batch: RecordBatch, owned: frozenset[int]) -> None:
+        """Protocol step 1 for polled records: every record of an ``owned`` partition ends
+        buffered, ignored or held by a DLQ write before its offset counts as consumed."""
+        done = self._ingest.take(batch, owned, self._clock.monotonic(), self._flush)
+        for msg, rejection in done.rejected:
+            self._dead_letter(msg, rejection)
+        for p, offset in done.last_offsets.items():
             self._tracker.consumed(p, offset)
-        self.consumed_records += accepted + ignored + rejected
-        self._metrics.events.labels(result="accepted").inc(accepted)
-        self._metrics.events.labels(result="ignored").inc(ignored)
+        self.consumed_records += done.records
+        self._metrics.events.labels(result="accepted").inc(done.accepted)
+        self._metrics.events.labels(result="ignored").inc(done.ignored)
         if self._buffers.buffered > self._config.max_buffered_ids:
             self._relieve_memory()
 
@@ -441,22 +424,43 @@ class Pipeline:
         """Poll and process, overlapped: the next batch is fetched while this one is processed.
 
         Rebalance callbacks run inside the poll on the consumer thread and wait for the loop, so
-        they take effect between two processed batches, never in the middle of one.
+        they take effect between two processed slices, never in the middle of one.
         """
         pending = self._poll()
         while not stop.is_set():
-            msgs = await pending
+            batch = await pending
             self.fence.polled(self._clock.monotonic())
             pending = self._poll()
-            if msgs:
-                await self._ensure_schemas(msgs)
-                self._process(msgs)
-        msgs = await pending  # consumed from Kafka: process them, they are committed like any
-        if msgs:
-            await self._ensure_schemas(msgs)
-            self._process(msgs)
+            await self._process_sliced(batch)
+        # Consumed from Kafka: process it, it is committed like any other.
+        await self._process_sliced(await pending)
 
-    def _poll(self) -> asyncio.Future[list[SourceMessage]]:
+    async def _process_sliced(self, batch: RecordBatch) -> None:
+        """Process a polled batch a slice at a time, yielding to the loop after each slice.
+
+        Processing is synchronous; without the yields, deliveries (which need a loop iteration
+        for every step of an upload) would advance once per polled batch and fall behind while
+        a backlog is consumed. A rebalance callback may run between two slices: each slice is
+        taken only for partitions still in the assignment the batch was fetched in (same
+        tracker epoch); records of a partition that left, even if it came back, are skipped
+        like any record fetched before a revoke (the new assignment fetches them again).
+        """
+        if not len(batch):
+            return
+        epoch = self._tracker.epoch
+        fetched_in = {p: epoch(p) for p in set(batch.partitions)}
+        await self._ensure_schemas(batch)
+        step = self._config.process_slice
+        for start in range(0, len(batch), step):
+            owned = frozenset(
+                p
+                for p, e in fetched_in.items()
+                if e is not None and p in self._owned and epoch(p) == e
+            )
+            self._process(batch.slice(start, start + step) if len(batch) > step else batch, owned)
+            await asyncio.sleep(0)
+
+    def _poll(self) -> asyncio.Future[RecordBatch]:
         cfg = self._config
         self.last_poll = self._clock.monotonic()
         assert self._loop is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
-from worker.model import Rejection, SourceMessage
+from worker.model import RecordBatch, Rejection, SourceMessage
 
 __all__ = ["Clock", "DlqPort", "InMobiPort", "SegmentRegistryPort", "SourcePort"]
 
@@ -27,7 +27,7 @@ class SourcePort(Protocol):
         self, on_assign: RebalanceCallback, on_revoke: RebalanceCallback, on_lost: RebalanceCallback
     ) -> None: ...
 
-    def poll_batch(self, max_messages: int, timeout: float) -> list[SourceMessage]: ...
+    def poll_batch(self, max_messages: int, timeout: float) -> RecordBatch: ...
 
     def commit(self, offsets: Mapping[int, int]) -> None: ...
 

@@ -354,11 +354,11 @@ def test_missing_schema_ids_lists_framed_ids_not_yet_resolved() -> None:
         b"\x00\x00",  # too short to name an ID
         None,
     ]
-    assert d.missing_schema_ids(msg(v) for v in values) == {12, 2**32 - 1}
+    assert d.missing_schema_ids(values) == {12, 2**32 - 1}
 
 
 def test_missing_schema_ids_is_empty_without_a_registry() -> None:
-    assert Decoder(registry_enabled=False).missing_schema_ids([msg(FRAMED)]) == set()
+    assert Decoder(registry_enabled=False).missing_schema_ids([FRAMED]) == set()
 
 
 def test_schema_added_after_being_marked_missing_is_used() -> None:
@@ -366,7 +366,7 @@ def test_schema_added_after_being_marked_missing_is_used() -> None:
     d.mark_schema_missing(BUNDLED_ID)
     assert isinstance(d.decode(msg(FRAMED)), Rejection)
     d.add_writer_schema(BUNDLED_ID, BUNDLED_SCHEMA_JSON)
-    assert d.missing_schema_ids([msg(FRAMED)]) == set()
+    assert d.missing_schema_ids([FRAMED]) == set()
     assert isinstance(d.decode(msg(FRAMED)), MembershipChange)
 
 
@@ -374,7 +374,7 @@ def test_many_missing_ids_are_forgotten_and_asked_again() -> None:
     d = Decoder()
     for schema_id in range(10_001):
         d.mark_schema_missing(schema_id)
-    assert d.missing_schema_ids([msg(encode_framed(5, record()))]) == {5}
+    assert d.missing_schema_ids([encode_framed(5, record())]) == {5}
 
 
 @pytest.mark.parametrize(

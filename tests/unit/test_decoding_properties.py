@@ -107,7 +107,7 @@ def test_upper_case_advertising_ids_are_normalised_to_lower_case(
 
 def _decode_safely(d: Decoder, value: bytes) -> MembershipChange | Rejection:
     # Resolve schema IDs first, as the pipeline does: unknown ones are "not in the registry".
-    for schema_id in d.missing_schema_ids([msg(value)]):
+    for schema_id in d.missing_schema_ids([value]):
         d.mark_schema_missing(schema_id)
     result = d.decode(msg(value))
     assert isinstance(result, MembershipChange | Rejection)

@@ -85,7 +85,6 @@ class SandboxState:
         self.segments: dict[str, Segment] = {}
         self.upload_log: deque[UploadRecord] = deque(maxlen=upload_log_size)
         self.requests: Counter[tuple[str, int]] = Counter()
-        self._index: dict[str, dict[str, set[str]]] = {c: {} for c in UPLOAD_COLUMNS}
 
     # Sessions
 
@@ -141,16 +140,12 @@ class SandboxState:
         """Add (union) or remove (difference) IDs of one column; raises KeyError if unknown."""
         segment = self.segments[segment_id]
         rows = list(ids)
-        members, index = segment.members[column], self._index[column]
+        members = segment.members[column]
         if action == "add":
             members.update(rows)
-            for device_id in rows:
-                index.setdefault(device_id, set()).add(segment_id)
             segment.adds += len(rows)
         else:
             members.difference_update(rows)
-            for device_id in rows:
-                self._unindex(index, device_id, segment_id)
             segment.removes += len(rows)
         segment.uploads += 1
         record = UploadRecord(
@@ -172,9 +167,13 @@ class SandboxState:
         self.upload_log.append(record)
 
     def segments_of(self, column: str, device_id: str) -> list[Segment]:
-        """The segments holding this device ID in this column, oldest segment first."""
-        ids = self._index.get(column, {}).get(device_id, set())
-        return sorted((self.segments[i] for i in ids), key=lambda s: s.created_at)
+        """The segments holding this device ID in this column, oldest segment first.
+
+        A scan of every segment's set (no reverse index): lookups come from bid requests, a few
+        per test, while uploads bring millions of rows that an index would have to follow.
+        """
+        held = [s for s in self.segments.values() if device_id in s.members.get(column, ())]
+        return sorted(held, key=lambda s: s.created_at)
 
     def segment_names_of(self, device_id: str) -> list[str]:
         """Names of the segments holding this ID in any column, once each, oldest first.
@@ -182,7 +181,7 @@ class SandboxState:
         The shape the OpenRTB bidder wants (``SegmentsOf``): a bid request's ``device.ifa`` does
         not say which column it belongs to. Pass UUIDs in lower case, as they are stored.
         """
-        holders = [s for column in self._index for s in self.segments_of(column, device_id)]
+        holders = [s for column in UPLOAD_COLUMNS for s in self.segments_of(column, device_id)]
         holders.sort(key=lambda s: s.created_at)
         return list(dict.fromkeys(s.name for s in holders))
 
@@ -217,15 +216,6 @@ class SandboxState:
         self.segments.clear()
         self.upload_log.clear()
         self.requests.clear()
-        self._index = {c: {} for c in UPLOAD_COLUMNS}
 
     def _new_id(self) -> str:
         return str(uuid.UUID(int=self._random.getrandbits(128), version=4))
-
-    @staticmethod
-    def _unindex(index: dict[str, set[str]], device_id: str, segment_id: str) -> None:
-        holders = index.get(device_id)
-        if holders is not None:
-            holders.discard(segment_id)
-            if not holders:
-                del index[device_id]
