@@ -13,6 +13,11 @@ Flush triggers (`FlushReason`):
   grows text by more than that) would pass `max_bytes`. Checked with arithmetic on every event,
   never by compressing. The encoder still measures real sizes and splits if needed.
 - ``age``: the oldest entry is `max_age` seconds old; `due()` finds these with no event needed.
+  With ``age_spread`` s > 0, each buffer's age limit is drawn once, when it opens, uniformly from
+  ``[max_age * (1 - s), max_age]``: never later than `max_age`, and buffers of many segments
+  that opened together (at start, or after one tick flushed them all) drift apart instead of
+  flushing, uploading and being acknowledged in lockstep, which would queue a whole cycle's files
+  behind each other.
 - ``revoke``, ``shutdown``, ``memory``: decided by the pipeline.
 
 Offsets travel with the data: a buffer records the first offset it holds per partition and tells the
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import binascii
 import enum
+import random
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -53,6 +59,7 @@ class BufferLimits:
     max_ids: int = 100_000
     max_bytes: int = 10_485_760
     max_age_seconds: float = 60.0
+    age_spread: float = 0.0  # fraction of max_age by which a buffer may flush early (see above)
 
 
 def _csv_row_bytes(device_id: str | bytes) -> int:
@@ -253,6 +260,7 @@ class SegmentBuffer:
     """
 
     __slots__ = (
+        "age_limit",
         "check_at",
         "entries",
         "epochs",
@@ -272,6 +280,7 @@ class SegmentBuffer:
         self.first_offsets: dict[int, int] = {}
         self.epochs: dict[int, int] = {}  # partition -> tracker epoch of its hold
         self.opened_at: float | None = None
+        self.age_limit = self.limits.max_age_seconds
         self.framing_bytes = 0
         self.extra_bytes = 0
         self.entries = 0
@@ -328,7 +337,8 @@ class SegmentBuffer:
             return FlushReason.IDS
         if self.csv_bytes >= limits.max_bytes:
             return FlushReason.BYTES
-        if self.opened_at is not None and now - self.opened_at >= limits.max_age_seconds:
+        age_limit = min(self.age_limit, limits.max_age_seconds)
+        if self.opened_at is not None and now - self.opened_at >= age_limit:
             return FlushReason.AGE
         return None
 
@@ -367,9 +377,12 @@ class BufferSet:
     segment's buffer is cut (`watch_cuts`), since a cut buffer's lanes are gone.
     """
 
-    def __init__(self, limits: BufferLimits, tracker: OffsetTracker) -> None:
+    def __init__(
+        self, limits: BufferLimits, tracker: OffsetTracker, rng: random.Random | None = None
+    ) -> None:
         self.limits = limits
         self.tracker = tracker
+        self._random = rng or random.Random()
         self._buffers: dict[str, SegmentBuffer] = {}
         self._next_batch_id = 1
         self._cut_watchers: list[Callable[[str], None]] = []
@@ -390,6 +403,9 @@ class BufferSet:
         if buf is None:
             buf = self._buffers[segment] = SegmentBuffer(segment, self.limits)
             buf.opened_at = now
+            if self.limits.age_spread:
+                early = self.limits.age_spread * self._random.random()
+                buf.age_limit = self.limits.max_age_seconds * (1 - early)
             for watcher in self._open_watchers:
                 watcher(segment)
         return buf, buf.lane(id_type)

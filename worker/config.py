@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     flush_max_ids: int = Field(100_000, ge=1)
     flush_max_bytes: int = Field(10_485_760, ge=1024)
     flush_max_age_seconds: float = Field(60, gt=0)
+    flush_age_spread: float = Field(0.4, ge=0, lt=1)
     max_buffered_ids: int = Field(10_000_000, ge=1)
     gzip_level: int = Field(1, ge=0, le=3)
     commit_interval_seconds: float = Field(1.0, gt=0)

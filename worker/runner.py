@@ -117,7 +117,10 @@ async def run_worker(
     tracker = OffsetTracker()
     buffers = BufferSet(
         BufferLimits(
-            settings.flush_max_ids, settings.flush_max_bytes, settings.flush_max_age_seconds
+            settings.flush_max_ids,
+            settings.flush_max_bytes,
+            settings.flush_max_age_seconds,
+            settings.flush_age_spread,
         ),
         tracker,
     )

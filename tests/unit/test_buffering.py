@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 
 from hypothesis import given
@@ -82,6 +83,24 @@ def test_age_trigger_fires_without_new_events() -> None:
     b.add(change(uid(1)), now=100.0)
     assert b.due(104.9) == []
     assert b.due(105.0) == [("S", FlushReason.AGE)]
+
+
+def test_age_spread_draws_each_buffers_limit_between_the_spread_and_max_age() -> None:
+    limits = BufferLimits(max_age_seconds=10, age_spread=0.5)
+    b = BufferSet(limits, OffsetTracker(), random.Random(7))
+    segments = [f"S{i}" for i in range(40)]
+    for i, seg in enumerate(segments):
+        b.add(change(uid(i), seg=seg), now=100.0)
+    assert b.due(104.99) == []
+    fired_at: dict[str, float] = {}
+    for tenth in range(50, 101):
+        now = 100 + tenth / 10
+        for seg, reason in b.due(now):
+            assert reason is FlushReason.AGE
+            fired_at.setdefault(seg, now)
+            b.cut(seg, reason)
+    assert sorted(fired_at) == sorted(segments)  # every buffer flushed by max_age at the latest
+    assert len(set(fired_at.values())) > 10  # and they did not all flush together
 
 
 def test_holds_first_offset_per_partition_until_batch_released() -> None:

@@ -18,7 +18,13 @@ from worker.errors import (
     TransientError,
     UnknownSegmentError,
 )
-from worker.inmobi import InMobiClient, InMobiConfig, SessionManager, raise_for_status
+from worker.inmobi import (
+    InMobiClient,
+    InMobiConfig,
+    SessionManager,
+    multipart_file,
+    raise_for_status,
+)
 from worker.sandbox.server import SandboxThread
 
 
@@ -129,3 +135,23 @@ async def test_unreachable_api_is_transient(http: aiohttp.ClientSession) -> None
     c = client("http://127.0.0.1:9", http, timeout_seconds=2)
     with pytest.raises(TransientError):
         await c.create_segment("X", 30)
+
+
+async def test_multipart_body_is_what_aiohttp_form_data_writes() -> None:
+    payload = gzip.compress(b"ida\nabc\n")
+    body, content_type = multipart_file("file", "users 1.csv.gz", "application/gzip", payload)
+    form = aiohttp.FormData()
+    form.add_field("file", payload, filename="users 1.csv.gz", content_type="application/gzip")
+    writer = form()
+    written = bytearray()
+
+    class Sink:
+        async def write(self, chunk: bytes) -> None:
+            written.extend(chunk)
+
+    await writer.write(Sink())  # type: ignore[arg-type]
+    # Same bytes but for the random boundary.
+    ours = content_type.removeprefix("multipart/form-data; boundary=")
+    theirs = writer.boundary
+    assert body.replace(ours.encode(), theirs.encode()) == bytes(written)
+    assert content_type.replace(ours, theirs) == writer.headers["Content-Type"]
