@@ -64,11 +64,10 @@ class BufferLimits:
 
 def _csv_row_bytes(device_id: str | bytes) -> int:
     """Bytes of a DEVICE_ID row as the encoder writes it (quoted when it holds `,` or `"`)."""
-    if isinstance(device_id, bytes):
-        device_id = device_id.decode("ascii")
-    if "," in device_id or '"' in device_id or device_id != device_id.strip():
-        return len(device_id) + device_id.count('"') + 3
-    return len(device_id) + 1
+    raw = device_id.encode() if isinstance(device_id, str) else device_id
+    if b"," in raw or b'"' in raw or raw != raw.strip():
+        return len(raw) + raw.count(b'"') + 3
+    return len(raw) + 1
 
 
 def format_uuid(raw: bytes) -> str:
@@ -326,7 +325,8 @@ class SegmentBuffer:
         extra = _csv_row_bytes(device_id) - _UUID_ROW_BYTES
         if extra:
             self.extra_bytes += extra
-            self.recount()
+            if extra > 0:  # a shorter row only leaves `check_at` early, which is safe
+                self.recount()
 
     def gzip_bound(self) -> int:
         """An upper bound of the compressed size of this buffer's files (headers included)."""

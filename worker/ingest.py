@@ -41,6 +41,7 @@ from worker.segments import SegmentCatalog
 __all__ = ["Ingest", "Ingested"]
 
 _MAX_ROUTES: Final = 65_536
+_PACK_AFTER: Final = 8_192  # changes buffered as text before the lanes pack them (bounds memory)
 _IGNORED: Final = "ignored"  # a route whose op the segment's mode ignores
 # Key suffix (op byte, id_type byte) -> (op, id_type); anything else is not a route.
 _KINDS: Final = {bytes([op << 1, t << 1]): (Op(op), IdType(t)) for op in Op for t in IdType}
@@ -81,6 +82,7 @@ class Ingest:
         self._fast_path = fast_path
         self._routes: dict[bytes, Route | str] = {}
         self._route_keys: dict[str, list[bytes]] = {}  # segment -> its route keys
+        self._unpacked = 0
         buffers.watch_cuts(self._forget_routes)
 
     def take(self, batch: RecordBatch, owned: frozenset[int], now: float, flush: Flush) -> Ingested:
@@ -97,7 +99,10 @@ class Ingest:
         else:
             for i in range(len(batch)):
                 self._take_one(batch.message(i), now, flush, out)
-        self._buffers.pack()
+        self._unpacked += out.accepted
+        if self._unpacked >= _PACK_AFTER:
+            self._buffers.pack()
+            self._unpacked = 0
         return out
 
     def _take_common(self, batch: RecordBatch, now: float, flush: Flush, out: Ingested) -> None:

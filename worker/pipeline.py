@@ -234,8 +234,8 @@ class Pipeline:
         """Protocol step 1 for polled records: every record of an ``owned`` partition ends
         buffered, ignored or held by a DLQ write before its offset counts as consumed."""
         done = self._ingest.take(batch, owned, self._clock.monotonic(), self._flush)
-        for msg, rejection in done.rejected:
-            self._dead_letter(msg, rejection)
+        if done.rejected:
+            self._dead_letter_all(done.rejected)
         for p, offset in done.last_offsets.items():
             self._tracker.consumed(p, offset)
         self.consumed_records += done.records
@@ -244,7 +244,28 @@ class Pipeline:
         if self._buffers.buffered > self._config.max_buffered_ids:
             self._relieve_memory()
 
-    def _dead_letter(self, msg: SourceMessage, rejection: Rejection) -> None:
+    def _dead_letter_all(self, rejected: list[tuple[SourceMessage, Rejection]]) -> None:
+        """DLQ a slice's bad records; one log event for all of them (each one at debug level).
+
+        A log line per record would turn a flood of bad input into a flood of log lines, and
+        each write costs the event loop far more than the record itself. The DLQ holds every
+        record with its reason, and `inmobi_sync_dlq_total` counts them by stage.
+        """
+        stages: dict[str, int] = {}
+        for msg, rejection in rejected:
+            stages[rejection.stage.value] = stages.get(rejection.stage.value, 0) + 1
+            self._dead_letter(msg, rejection, level="debug")
+        first_msg, first = rejected[0]
+        log.info(
+            "records_rejected",
+            count=len(rejected),
+            stages=stages,
+            first_partition=first_msg.partition,
+            first_offset=first_msg.offset,
+            first_reason=first.message,
+        )
+
+    def _dead_letter(self, msg: SourceMessage, rejection: Rejection, level: str = "info") -> None:
         epoch = self._tracker.hold(msg.partition, msg.offset)
         self._metrics.events.labels(result="rejected").inc()
 
@@ -258,7 +279,7 @@ class Pipeline:
             self._metrics.dlq.labels(stage=rejection.stage.value).inc()
             self._tracker.release(msg.partition, msg.offset, epoch)
 
-        log.info(
+        (log.debug if level == "debug" else log.info)(
             "record_rejected",
             partition=msg.partition,
             offset=msg.offset,
@@ -480,7 +501,7 @@ class Pipeline:
         cfg = self._config
         self._closing = True
         log.info("shutdown_started", buffered=self._buffers.buffered)
-        for segment in self._buffers.segments():
+        for segment in self._buffers.largest():  # longest uploads first: the drain ends sooner
             self._flush(segment, FlushReason.SHUTDOWN)
         end = self._clock.monotonic() + cfg.shutdown_timeout_seconds
         done = asyncio.Event()
