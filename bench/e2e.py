@@ -12,13 +12,18 @@ own commit tick).
 The time at which the worker had consumed every event is read from its /metrics
 (``inmobi_sync_events_total`` over all results) and reported as ``consumed_per_s``.
 
-Two ways to end a run:
-- ``drain=False`` (default): FLUSH_MAX_IDS 100000 as in production and FLUSH_MAX_AGE_SECONDS 2;
-  the worker keeps running and its last buffers flush by age, so the end-to-end time includes up
-  to 2 s of waiting for the age trigger after the last event was consumed.
-- ``drain=True``: 60 s age; once every event is consumed the worker gets SIGTERM and flushes,
-  uploads and commits everything (protocol step 7). NOTE: with the fence of worker/fencing.py as
-  it is now, a drain longer than half the session timeout is fenced and uploads nothing.
+Two runs, both on the same topic (the worker is a new process in a new group each time):
+
+- *backfill* (``drain=True``, the headline): production flush settings (FLUSH_MAX_IDS 100000,
+  FLUSH_MAX_AGE_SECONDS 60), as when a CDP backfill lands on the topic. Buffers flush by size
+  while the backlog is read; once every event is consumed (read from /metrics, polled every
+  0.05 s) the worker gets SIGTERM, which flushes every buffer, uploads, commits and exits
+  (protocol step 7). The clock stops when the committed offsets reach the end offsets, so the
+  time covers every upload and commit; only the trigger of the last flush differs from a
+  running worker (SIGTERM instead of the 60 s age).
+- *streaming* (``drain=False``): FLUSH_MAX_AGE_SECONDS 2 and the worker keeps running; buffers
+  flush by age all along (30 times as many files as at 60 s), and the end-to-end time includes
+  up to 2 s of waiting for the last age trigger after the last event was consumed.
 """
 
 from __future__ import annotations
@@ -142,6 +147,7 @@ def run_worker(
     **settings: object,
 ) -> dict[str, Any]:
     group = f"bench-worker-{uuid.uuid4().hex[:8]}"
+    env.sandbox.reset()  # every run starts from an empty sandbox (its sets grow with each run)
     create_topic(env.bootstrap, f"{topic}.dlq", 1)
     watcher = CommitWatcher(env.bootstrap, group, topic, sorted(ends))
     meter = CpuMeter(env.pids())
@@ -170,7 +176,9 @@ def run_worker(
     after = done_at - assigned
     return {
         "events": events,
-        "mode": "drain on SIGTERM" if drain else "flush by age",
+        "mode": "backfill (production flush settings, SIGTERM once consumed)"
+        if drain
+        else "streaming (FLUSH_MAX_AGE_SECONDS 2)",
         "consumed_per_s": round(events / (processed_at - assigned)),
         "seconds_total": round(done_at - worker.started, 3),
         "seconds_to_assignment": round(assigned - worker.started, 3),

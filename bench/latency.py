@@ -87,6 +87,7 @@ def measure(
 ) -> dict[str, Any]:
     topic = f"latency-{uuid.uuid4().hex[:6]}"
     group = f"bench-latency-{uuid.uuid4().hex[:6]}"
+    env.sandbox.reset()  # every run starts from an empty sandbox
     create_topic(env.bootstrap, topic)
     create_topic(env.bootstrap, f"{topic}.dlq", 1)
     worker = Worker(

@@ -45,6 +45,7 @@ def run(
     env: Env, topic: str, ends: Mapping[int, int], log_dir: Path, python: Path = QUIX_PYTHON
 ) -> dict[str, Any]:
     group = f"bench-quix-{uuid.uuid4().hex[:8]}"
+    env.sandbox.reset()  # every run starts from an empty sandbox
     watcher = CommitWatcher(env.bootstrap, group, topic, sorted(ends))
     meter = CpuMeter(env.pids())
     log_path = log_dir / f"quix-{group}.log"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from typing import Any
 
 from confluent_kafka import Consumer
@@ -31,7 +31,7 @@ def worker_consumer_config(bootstrap: str) -> dict[str, Any]:
     return consumer_config(settings)
 
 
-def _drain(fetch: Callable[[], list[Any]], total: int) -> tuple[int, float]:
+def _drain(fetch: Callable[[], Sized], total: int) -> tuple[int, float]:
     """Fetch until `total` messages came (the topic holds exactly those); (count, seconds).
 
     No per-message work at all: the topic was written once by the benchmark, so counting is

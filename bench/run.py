@@ -38,7 +38,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-ids", type=int, default=10_000_000)
     p.add_argument("--latency-seconds", type=float, default=20.0)
     p.add_argument("--latency-age", type=float, default=5.0, help="FLUSH_MAX_AGE_SECONDS there")
-    p.add_argument("--drain", action="store_true", help="end the worker run by SIGTERM (see e2e)")
+    p.add_argument(
+        "--mode",
+        choices=["both", "backfill", "streaming"],
+        default="both",
+        help="worker end-to-end runs (see bench.e2e); default both, backfill is the headline",
+    )
     p.add_argument("--skip", action="append", default=[], choices=["quix", "memory", "latency"])
     args = p.parse_args(argv)
     if args.quick:
@@ -82,9 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         results["raw_consume"] = raw.raw_consume(env.bootstrap, topic, ends)
         results["adapter_consume"] = raw.adapter_consume(env.bootstrap, topic, ends)
         print(results["raw_consume"], results["adapter_consume"], sep="\n")
-        _step("worker end to end (python -m worker.cli run) until committed = end offsets")
-        results["worker"] = run_worker(env, topic, ends, log_dir, drain=args.drain)
-        print(results["worker"])
+        for mode in ("backfill", "streaming"):
+            if args.mode not in (mode, "both"):
+                continue
+            _step(f"worker end to end, {mode} (python -m worker.cli run) until committed = end")
+            key = "worker" if mode == "backfill" or args.mode == "streaming" else "worker_streaming"
+            results[key] = run_worker(env, topic, ends, log_dir, drain=mode == "backfill")
+            print(results[key])
         _step("quixstreams equivalent")
         why = "skipped (--skip quix)" if "quix" in args.skip else quix.available()
         results["quix"] = {"skipped": why} if why else quix.run(env, topic, ends, log_dir)

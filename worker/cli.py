@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -51,7 +52,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     from worker.observability import configure_logging
     from worker.sandbox.server import run_sandbox
 
-    configure_logging("INFO", "console" if sys.stderr.isatty() else "json")
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    configure_logging(level, "console" if sys.stderr.isatty() else "json")
     return run_sandbox(args.host, args.port)
 
 
