@@ -181,14 +181,16 @@ class Delivery:
         started = time.monotonic()
         epochs = {p: e for p, _offset, e in batch.holds}
         # Deduplication and compression of the whole batch in one worker thread hop.
+        uploaded = 0
         for encoded in await asyncio.to_thread(self._encode_batch, batch):
-            await self._send(batch.segment, encoded, epochs, health)
+            uploaded += await self._send(batch.segment, encoded, epochs, health)
         log.info(
             "batch_uploaded",
             segment=batch.segment,
             batch=batch.batch_id,
             reason=batch.reason.value,
-            rows=batch.row_count,
+            rows=uploaded,  # acknowledged by InMobi
+            not_uploaded=batch.row_count - uploaded,  # dead-lettered, or no longer this worker's
             entries=batch.entries,
             seconds=round(time.monotonic() - started, 3),
         )
@@ -199,9 +201,12 @@ class Delivery:
 
     async def _send_rows(
         self, segment: str, rows: Rows, epochs: Epochs, health: SegmentHealth
-    ) -> None:
+    ) -> int:
+        """Encode and send rows; return how many InMobi acknowledged."""
+        sent = 0
         for encoded in await asyncio.to_thread(encode_rows, rows, self._columns, self._limits):
-            await self._send(segment, encoded, epochs, health)
+            sent += await self._send(segment, encoded, epochs, health)
+        return sent
 
     def _still_owned(self, rows: Rows, epochs: Epochs) -> Rows:
         """The rows whose partition is still in the assignment their batch was cut in."""
@@ -222,8 +227,9 @@ class Delivery:
 
     async def _send(
         self, segment: str, encoded: EncodedFile, epochs: Epochs, health: SegmentHealth
-    ) -> None:
-        """Send one file until it is acknowledged, split, or no longer this worker's to send.
+    ) -> int:
+        """Send one file until it is acknowledged, split, or no longer this worker's to send;
+        return how many of its rows InMobi acknowledged.
 
         Before every attempt (the first and each retry): wait while fenced, then drop rows of
         partitions that left the assignment their batch was cut in (re-encoding what is left).
@@ -235,16 +241,13 @@ class Delivery:
                 await self._sleep(0.1)
             rows = self._still_owned(encoded.rows, epochs)
             if rows is not encoded.rows:
-                if len(rows):
-                    await self._send_rows(segment, rows, epochs, health)
-                return
+                return await self._send_rows(segment, rows, epochs, health) if len(rows) else 0
             try:
                 await self._upload_once(segment, action, encoded)
             except FileRejectedError as exc:
                 self._record_failure(health, segment, exc, attempt)
                 health.failures = 0  # a rejection is an answer, not an outage
-                await self._split(segment, encoded, str(exc), epochs, health)
-                return
+                return await self._split(segment, encoded, str(exc), epochs, health)
             except (TransientError, AuthError, UnknownSegmentError) as exc:
                 self._record_failure(health, segment, exc, attempt)
                 retry_after = exc.retry_after if isinstance(exc, TransientError) else None
@@ -252,7 +255,7 @@ class Delivery:
                 attempt += 1
                 continue
             health.failures, health.failing_since, health.last_error = 0, None, None
-            return
+            return len(encoded.rows)
 
     async def _upload_once(self, segment: str, action: str, encoded: EncodedFile) -> None:
         try:
@@ -279,14 +282,18 @@ class Delivery:
         reason: str,
         epochs: Epochs,
         health: SegmentHealth,
-    ) -> None:
+    ) -> int:
         rows = encoded.rows
         if len(rows) == 1:
             self._on_rejected_row(segment, rows, reason, epochs.get(rows.partitions[0], 0))
-            return
+            return 0
         half = len(rows) // 2
-        for part in (rows.slice(0, half), rows.slice(half, len(rows))):
-            await self._send_rows(segment, part, epochs, health)
+        return sum(
+            [
+                await self._send_rows(segment, part, epochs, health)
+                for part in (rows.slice(0, half), rows.slice(half, len(rows)))
+            ]
+        )
 
     def _record_failure(
         self, health: SegmentHealth, segment: str, exc: SyncError, attempt: int

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog.testing
+
 from tests.fakes import FakeClock, FakeDlq, FakeInMobi, FakeSource
 from worker.buffering import BufferLimits, BufferSet
 from worker.decoding import Decoder
@@ -373,9 +375,12 @@ async def test_file_refused_for_one_bad_id_is_split_and_only_that_row_goes_to_th
     offsets = rig.publish([Change("S", d) for d in ids])
     refused = ids[5]
     rig.inmobi.reject_ids("S", [refused])
-    async with running(rig):
-        await flush_by_age(rig)
-        await eventually(lambda: rig.source.committed.get(0) == 9, "commit to the end")
+    with structlog.testing.capture_logs() as logs:
+        async with running(rig):
+            await flush_by_age(rig)
+            await eventually(lambda: rig.source.committed.get(0) == 9, "commit to the end")
+    [uploaded] = [e for e in logs if e["event"] == "batch_uploaded"]
+    assert (uploaded["rows"], uploaded["not_uploaded"]) == (8, 1)  # the refused row: DLQ
     assert rig.inmobi.membership("S") == {("ida", d) for d in ids if d != refused}
     [record] = rig.dlq.sent
     assert record.rejection.stage is Stage.UPLOAD
