@@ -192,6 +192,31 @@ def cmd_segments_list(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_segments_retire(args: argparse.Namespace) -> int:
+    from worker.errors import FatalError, TransientError, ValidationError
+    from worker.kafka import producer_config
+    from worker.kafka_registry import retire_registered
+    from worker.naming import inmobi_segment_name
+
+    settings = _settings()
+    try:
+        name = inmobi_segment_name(args.name)
+        retired = retire_registered(
+            producer_config(settings), settings.segment_registry_topic, name
+        )
+    except (TransientError, FatalError, ValidationError) as exc:
+        print(f"segments retire failed: {exc}", file=sys.stderr)
+        return 1
+    if retired is None:
+        print(f"segments retire: {name} is not in the registry", file=sys.stderr)
+        return 1
+    print(
+        f"retired {name} ({retired}); restart the workers: the next upload of {name} creates a "
+        "new InMobi segment (or set its inmobi_segment_id in SEGMENTS_FILE, which always wins)"
+    )
+    return 0
+
+
 def cmd_demo(_args: argparse.Namespace) -> int:
     from worker.demo import main as demo_main
 
@@ -285,6 +310,11 @@ def _parser() -> argparse.ArgumentParser:
     seg_sub = p.add_subparsers(dest="segments_command", required=True, metavar="ACTION")
     q = seg_sub.add_parser("list", help="show every registered segment")
     q.set_defaults(func=cmd_segments_list)
+    q = seg_sub.add_parser(
+        "retire", help="mark a segment's InMobi ID dead (InMobi answers 404 for it)"
+    )
+    q.add_argument("name", help="the CDP or InMobi segment name")
+    q.set_defaults(func=cmd_segments_retire)
 
     p = sub.add_parser(
         "verify", help="send an OpenRTB 2.5 bid request for a device to the sandbox bidder"

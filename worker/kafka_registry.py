@@ -473,3 +473,31 @@ def list_registry(
         raise _translate(exc) from None
     view = _read_until(bootstrap_conf, topic, end, timeout)
     return [RegistryEntry.from_record(record) for record in view.entries()]
+
+
+def retire_registered(
+    bootstrap_conf: Mapping[str, Any], topic: str, name: str, timeout: float = 30.0
+) -> str | None:
+    """Mark a registered segment's ID dead (for the CLI, after InMobi answered 404 for it).
+
+    Returns the retired ID, or None when the registry holds no ID for `name`. Workers that
+    start afterwards see the retirement and create a new segment at its next upload; running
+    workers keep the ID they resolved until they restart (the CLI says so).
+    """
+    current = {e.name: e.segment_id for e in list_registry(bootstrap_conf, topic, timeout)}
+    segment_id = current.get(name)
+    if segment_id is None:
+        return None
+    worker = f"cli-{socket.gethostname()}-{os.getpid()}"
+    delivered: list[KafkaError | None] = []
+    producer = Producer(_connection(bootstrap_conf) | {"acks": "all"})
+    key, value = retired_record(name, segment_id, worker, int(time.time() * 1000))
+    producer.produce(
+        topic, key=key, value=value, partition=0, on_delivery=lambda err, _m: delivered.append(err)
+    )
+    producer.flush(timeout)
+    if not delivered:
+        raise TransientError(f"kafka: retirement on {topic} not confirmed within {timeout} s")
+    if delivered[0] is not None:
+        raise _error(delivered[0])
+    return segment_id

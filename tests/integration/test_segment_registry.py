@@ -20,7 +20,13 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from worker.embedded import EmbeddedBroker, free_port
 from worker.errors import FatalError, TransientError
-from worker.kafka_registry import SegmentRegistry, _translate, format_registry, list_registry
+from worker.kafka_registry import (
+    SegmentRegistry,
+    _translate,
+    format_registry,
+    list_registry,
+    retire_registered,
+)
 from worker.registry_log import claim_record
 
 pytestmark = pytest.mark.integration
@@ -229,3 +235,22 @@ async def test_start_against_no_broker_fails_within_its_timeout() -> None:
     with pytest.raises(TransientError):
         await registry.start(timeout=1.0)
     assert time.monotonic() - started < 5
+
+
+async def test_a_segment_retired_from_the_cli_is_recreated_by_the_next_worker(
+    broker: EmbeddedBroker, topic: str, open_registry: Callable[..., Awaitable[SegmentRegistry]]
+) -> None:
+    first = await open_registry("worker-a")
+    creator = Creator()
+    async with asyncio.timeout(DEADLINE):
+        old = await first.resolve("SEG", creator.for_name("SEG"))
+    retired = await asyncio.to_thread(retire_registered, connection(broker), topic, "SEG")
+    assert retired == old
+    assert await asyncio.to_thread(retire_registered, connection(broker), topic, "NONE") is None
+    later = await open_registry("worker-b")  # a restarted worker reads the retirement
+    async with asyncio.timeout(DEADLINE):
+        new = await later.resolve("SEG", creator.for_name("SEG"))
+    assert new != old
+    assert creator.calls == ["SEG", "SEG"]
+    entries = await asyncio.to_thread(list_registry, connection(broker), topic)
+    assert [(e.name, e.segment_id) for e in entries] == [("SEG", new)]
