@@ -182,7 +182,7 @@ def _common_layout(segment_length: int) -> re.Pattern[str]:
 
     Everything but ``occurred_at`` and the segment's characters (ASCII, checked by the caller)
     is checked in this one match: both UUIDs, the segment's length byte (fixed per pattern), and
-    the op and id_type indexes (captured together as one group, a key of `COMMON_KINDS`).
+    the op and id_type indexes (captured together as one group, a key of `_COMMON_KINDS`).
     """
     return re.compile(
         f"H{_UUID_GROUP}{re.escape(chr(segment_length * 2))}(.{{{segment_length}}})"
@@ -191,15 +191,10 @@ def _common_layout(segment_length: int) -> re.Pattern[str]:
     )
 
 
-# The decoder's hot path inlines `read_common` with these (a call per record costs ~10%).
-COMMON_FIXED: Final = _COMMON_FIXED
-SEGMENT_LENGTH_AT: Final = _SEGMENT_LENGTH_AT
-COMMON_LAYOUTS: Final = tuple(_common_layout(n) for n in range(_MAX_SHORT + 1))
-COMMON_KINDS: Final = {
+_COMMON_LAYOUTS: Final = tuple(_common_layout(n) for n in range(_MAX_SHORT + 1))
+_COMMON_KINDS: Final = {
     chr(op << 1) + chr(id_type << 1): (op, id_type) for op in Op for id_type in IdType
 }
-VARINT_LOW, VARINT_MID, VARINT_HIGH, VARINT_BAD = _LOW, _MID, _HIGH, _BAD
-THREE_CHUNKS: Final = _THREE_CHUNKS
 _DEVICE_ID: Final = IdType.DEVICE_ID
 
 
@@ -209,15 +204,14 @@ def read_common(buf: bytes, pos: int) -> RawFields | None:
     if not 0 <= segment_length <= _MAX_SHORT or buf[pos + _SEGMENT_LENGTH_AT] != segment_length * 2:
         return None
     # latin-1 maps each byte to one character: positions stay byte positions.
-    match = COMMON_LAYOUTS[segment_length].match(buf.decode("latin-1"), pos)
-    low, mid, high = _THREE_CHUNKS(buf, len(buf) - _VARINT_BYTES)  # inlined _millis: hot path
-    millis = _LOW[low] | _MID[mid] | _HIGH[high]
-    if match is None or millis >= _BAD:
+    match = _COMMON_LAYOUTS[segment_length].match(buf.decode("latin-1"), pos)
+    millis = _millis(buf, len(buf) - _VARINT_BYTES)
+    if match is None or millis is None:
         return None
     event_id, segment, kind, device_id = match.groups()
     if not segment.isascii():  # UTF-8 read as latin-1: leave it to read_fields
         return None
-    op, id_type = COMMON_KINDS[kind]
+    op, id_type = _COMMON_KINDS[kind]
     if id_type is not _DEVICE_ID:  # IDFA or GAID: normalise to lower case
         device_id = device_id.lower()
         if device_id == ZERO_UUID:  # invalid: the general path rejects it

@@ -171,7 +171,7 @@ class _Lane:
 
     Device IDs arrive as ASCII bytes. A UUID lane gathers them (any case: the batch ingest does not
     lower-case) and packs them in bulk with one ``binascii.unhexlify`` (`pack`): every `_PACK_EVERY`
-    appends on the per-record path, once per poll batch on the batch ingest's path. Anything but a
+    appends on the per-record path, every 8192 changes on the batch ingest's path. Anything but a
     canonical UUID raises ValueError when the lane packs, so callers hand over checked IDs only.
     A DEVICE_ID lane keeps its IDs as bytes (printable ASCII, case kept). Entries are stored
     column-wise: ``ops`` (0 ADD, 1 REMOVE), ``partitions`` and ``offsets`` (27 bytes an entry with
@@ -272,9 +272,9 @@ class SegmentBuffer:
         "segment",
     )
 
-    def __init__(self, segment: str, limits: BufferLimits | None = None) -> None:
+    def __init__(self, segment: str, limits: BufferLimits) -> None:
         self.segment = segment
-        self.limits = limits or BufferLimits()
+        self.limits = limits
         self.lanes: dict[IdType, _Lane] = {}
         self.first_offsets: dict[int, int] = {}
         self.epochs: dict[int, int] = {}  # partition -> tracker epoch of its hold
@@ -305,21 +305,6 @@ class SegmentBuffer:
             self.recount()
         return lane
 
-    def add(self, change: MembershipChange, now: float) -> bool:
-        """Append a change; True when this partition is new to the buffer (a hold to register)."""
-        _segment, op, id_type, device_id, _event, _at, partition, offset = change
-        lane = self.lane(id_type)
-        lane.append(device_id.encode(), op, partition, offset)
-        if self.opened_at is None:
-            self.opened_at = now
-        self.entries += 1
-        if not lane.packed:
-            self.count_device_row(device_id)
-        if partition in self.first_offsets:
-            return False
-        self.first_offsets[partition] = offset
-        return True
-
     def count_device_row(self, device_id: str | bytes) -> None:
         """Account a DEVICE_ID row whose CSV line may differ from 37 bytes."""
         extra = _csv_row_bytes(device_id) - _UUID_ROW_BYTES
@@ -328,17 +313,12 @@ class SegmentBuffer:
             if extra > 0:  # a shorter row only leaves `check_at` early, which is safe
                 self.recount()
 
-    def gzip_bound(self) -> int:
-        """An upper bound of the compressed size of this buffer's files (headers included)."""
-        return self.csv_bytes
-
-    def trigger(self, limits: BufferLimits, now: float) -> FlushReason | None:
-        if self.entries >= limits.max_ids:
+    def trigger(self, now: float) -> FlushReason | None:
+        if self.entries >= self.limits.max_ids:
             return FlushReason.IDS
-        if self.csv_bytes >= limits.max_bytes:
+        if self.csv_bytes >= self.limits.max_bytes:
             return FlushReason.BYTES
-        age_limit = min(self.age_limit, limits.max_age_seconds)
-        if self.opened_at is not None and now - self.opened_at >= age_limit:
+        if self.opened_at is not None and now - self.opened_at >= self.age_limit:
             return FlushReason.AGE
         return None
 
@@ -425,7 +405,7 @@ class BufferSet:
         return buf.recheck() if buf.entries >= buf.check_at else None
 
     def pack(self) -> None:
-        """Pack every lane's pending UUIDs (the batch ingest calls this after each batch)."""
+        """Pack every lane's pending UUIDs (the batch ingest calls this every few thousand)."""
         for buf in self._buffers.values():
             buf.pack()
 
@@ -433,7 +413,7 @@ class BufferSet:
         """Segments that must flush by their own limits (age included) at time `now`."""
         found = []
         for name, buf in self._buffers.items():
-            reason = buf.trigger(self.limits, now)
+            reason = buf.trigger(now)
             if reason is not None:
                 found.append((name, reason))
         return found

@@ -54,15 +54,6 @@ from fastavro.read import SchemaResolutionError
 
 from worker.avro_fast import (
     BUNDLED_SCHEMA,
-    COMMON_FIXED,
-    COMMON_KINDS,
-    COMMON_LAYOUTS,
-    SEGMENT_LENGTH_AT,
-    THREE_CHUNKS,
-    VARINT_BAD,
-    VARINT_HIGH,
-    VARINT_LOW,
-    VARINT_MID,
     ZERO_UUID,
     RawFields,
     has_bundled_layout,
@@ -108,8 +99,7 @@ _FRAME_HEADER = 5
 _FRAMED: Final = b"\x00"
 _FIRST_BYTE: Final[Callable[[Any], bytes]] = operator.itemgetter(slice(0, 1))
 _MAX_MISSING_IDS = 10_000
-_MAX_CACHED_NAMES = 65_536
-_DEVICE_ID: Final = IdType.DEVICE_ID  # a global is cheaper than an enum attribute lookup
+_DEVICE_ID: Final = IdType.DEVICE_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +129,6 @@ class Decoder:
         self._fast_path = fast_path
         self._schemas: dict[int, _WriterSchema | _Unusable] = {}
         self._missing: set[int] = set()  # IDs the registry answered 404 for
-        self._names: dict[str, str] = {}  # segment name -> InMobi name, for the hot path
 
     # --- writer-schema cache --------------------------------------------------------------
 
@@ -183,32 +172,12 @@ class Decoder:
     # --- decoding ---------------------------------------------------------------------------
 
     def decode(self, msg: SourceMessage) -> MembershipChange | Rejection:
-        """Decode and validate one message; every bad record becomes a `Rejection`."""
+        """Decode and validate one message; every bad record becomes a `Rejection`.
+
+        The worker's hot path does not come here: `worker.ingest` reads the common record
+        straight into the buffers and hands this decoder only the others.
+        """
         _topic, partition, offset, _key, value, _ts = msg
-        # Hot path: plain Avro of the common shape, `avro_fast.read_common` written out inline
-        # (a call per record costs ~10%) and the segment's InMobi name from a per-decoder dict.
-        if self._fast_path and value and value[0] == 0x48:
-            n = len(value) - COMMON_FIXED
-            # The segment's length byte first: it rules out most other shapes before the match.
-            match = (
-                COMMON_LAYOUTS[n].match(value.decode("latin-1"))
-                if 0 < n < 64 and value[SEGMENT_LENGTH_AT] == n << 1
-                else None
-            )
-            if match is not None:
-                low, mid, high = THREE_CHUNKS(value, len(value) - 6)
-                millis = VARINT_LOW[low] | VARINT_MID[mid] | VARINT_HIGH[high]
-                event_id, segment, kind, device_id = match.groups()
-                op, id_type = COMMON_KINDS[kind]
-                if id_type is not _DEVICE_ID:
-                    device_id = device_id.lower()
-                name = self._names.get(segment) or self._name(segment)
-                if name and millis < VARINT_BAD and device_id != ZERO_UUID:
-                    change: MembershipChange = _new_tuple(
-                        MembershipChange,
-                        (name, op, id_type, device_id, event_id, millis, partition, offset),
-                    )
-                    return change
         try:
             event_id, segment, op, id_type, device_id, occurred_at = self._valid(value)
             return _new_tuple(
@@ -228,19 +197,6 @@ class Decoder:
             stage = Stage.VALIDATE if isinstance(exc, ValidationError) else Stage.DECODE
             return Rejection(stage, type(exc).__name__, str(exc), partition, offset)
 
-    def _name(self, segment: str) -> str:
-        """The InMobi name of a segment name read as latin-1 by the hot path (cached).
-
-        Empty for a name that is not ASCII (UTF-8 read as latin-1): the hot path then declines.
-        The caller passes 1 to 63 characters, which always map to a valid name.
-        """
-        if not segment.isascii():
-            return ""
-        if len(self._names) >= _MAX_CACHED_NAMES:
-            self._names.clear()  # names come from the data: keep the cache bounded
-        name = self._names[segment] = inmobi_segment_name(segment)
-        return name
-
     def _valid(self, value: bytes | None) -> RawFields:
         """Fields of any encoding, validated and normalised except for the segment name."""
         if value is None:
@@ -254,8 +210,20 @@ class Decoder:
             first in _JSON_WHITESPACE and value.lstrip(_JSON_WHITESPACE)[:1] == b"{"
         ):
             return _validated(_json_fields(value))
-        fields = read_fields(value, 0) if self._fast_path else None
-        return _validated(fields or _fastavro_fields(value, 0, BUNDLED_SCHEMA, None))
+        return self._valid_avro(value, 0, BUNDLED_SCHEMA, None, fast=True)
+
+    def _valid_avro(
+        self, value: bytes, start: int, writer: Any, reader: Any, fast: bool
+    ) -> RawFields:
+        """Avro at ``start``: the fast readers when the layout is the bundled one, else fastavro."""
+        if fast and self._fast_path:
+            fields = read_common(value, start)
+            if fields is not None:
+                return fields  # already validated
+            fields = read_fields(value, start)
+            if fields is not None:
+                return _validated(fields)
+        return _validated(_fastavro_fields(value, start, writer, reader))
 
     def _valid_framed(self, value: bytes) -> RawFields:
         if not self._registry_enabled:
@@ -265,14 +233,7 @@ class Decoder:
         schema_id = int.from_bytes(value[1:_FRAME_HEADER], "big")
         entry = self._schemas.get(schema_id)
         if isinstance(entry, _WriterSchema):
-            if entry.fast and self._fast_path:
-                fields = read_common(value, _FRAME_HEADER)
-                if fields is not None:
-                    return fields
-                fields = read_fields(value, _FRAME_HEADER)
-                if fields is not None:
-                    return _validated(fields)
-            return _validated(_fastavro_fields(value, _FRAME_HEADER, entry.parsed, BUNDLED_SCHEMA))
+            return self._valid_avro(value, _FRAME_HEADER, entry.parsed, BUNDLED_SCHEMA, entry.fast)
         if schema_id in self._missing:
             raise SchemaNotFoundError(f"schema ID {schema_id} is not in the schema registry")
         if isinstance(entry, _Unusable):

@@ -419,26 +419,36 @@ def _settle(future: asyncio.Future[int], outcome: SyncError | int) -> None:
 # -- `inmobi-sync segments list` ---------------------------------------------------------------
 
 
-def _produce_marker(conf: Mapping[str, Any], topic: str, worker: str, timeout: float) -> int:
-    """Append a marker and return its offset: the end of the log as of now."""
+def _produce_confirmed(
+    conf: Mapping[str, Any], topic: str, records: list[tuple[bytes, bytes | None]], timeout: float
+) -> int:
+    """Append records to partition 0 (acks=all) and return the first one's offset once confirmed."""
     delivered: list[tuple[KafkaError | None, int | None]] = []
     producer = Producer(_connection(conf) | {"acks": "all"})
-    key, value = marker_record(worker, int(time.time() * 1000))
-    producer.produce(
-        topic,
-        key=key,
-        value=value,
-        partition=0,
-        on_delivery=lambda err, msg: delivered.append((err, msg.offset())),
-    )
-    producer.produce(topic, key=key, value=None, partition=0)  # tombstone: compaction drops both
+    for n, (key, value) in enumerate(records):
+        producer.produce(
+            topic,
+            key=key,
+            value=value,
+            partition=0,
+            on_delivery=(lambda err, msg: delivered.append((err, msg.offset())))
+            if n == 0
+            else None,
+        )
     producer.flush(timeout)
     if not delivered:
-        raise TransientError(f"kafka: marker on {topic} not confirmed within {timeout} s")
+        raise TransientError(f"kafka: write to {topic} not confirmed within {timeout} s")
     err, offset = delivered[0]
     if err is not None or offset is None:
-        raise _error(err) if err is not None else TransientError("kafka: marker has no offset")
+        raise _error(err) if err is not None else TransientError("kafka: write has no offset")
     return offset
+
+
+def _produce_marker(conf: Mapping[str, Any], topic: str, worker: str, timeout: float) -> int:
+    """Append a marker and return its offset: the end of the log as of now."""
+    key, value = marker_record(worker, int(time.time() * 1000))
+    # The tombstone after it lets compaction drop both.
+    return _produce_confirmed(conf, topic, [(key, value), (key, None)], timeout)
 
 
 def _read_until(conf: Mapping[str, Any], topic: str, offset: int, timeout: float) -> RegistryView:
@@ -489,15 +499,9 @@ def retire_registered(
     if segment_id is None:
         return None
     worker = f"cli-{socket.gethostname()}-{os.getpid()}"
-    delivered: list[KafkaError | None] = []
-    producer = Producer(_connection(bootstrap_conf) | {"acks": "all"})
-    key, value = retired_record(name, segment_id, worker, int(time.time() * 1000))
-    producer.produce(
-        topic, key=key, value=value, partition=0, on_delivery=lambda err, _m: delivered.append(err)
-    )
-    producer.flush(timeout)
-    if not delivered:
-        raise TransientError(f"kafka: retirement on {topic} not confirmed within {timeout} s")
-    if delivered[0] is not None:
-        raise _error(delivered[0])
+    record = retired_record(name, segment_id, worker, int(time.time() * 1000))
+    try:
+        _produce_confirmed(bootstrap_conf, topic, [record], timeout)
+    except KafkaException as exc:
+        raise _translate(exc) from None
     return segment_id

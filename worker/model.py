@@ -151,9 +151,6 @@ class RecordBatch:
             timestamp_ms,
         )
 
-    def messages(self) -> list[SourceMessage]:
-        return [self.message(i) for i in range(len(self))]
-
     def slice(self, start: int, stop: int) -> RecordBatch:
         """Records ``start`` to ``stop`` (list slices, in C)."""
         detail = self._detail
