@@ -50,6 +50,9 @@ def main() -> None:
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy")
     parser.add_argument("--idle", action="store_true", help="include idle (waiting) samples")
     parser.add_argument("--drain", action="store_true", help="end by SIGTERM (see bench.e2e)")
+    parser.add_argument(
+        "--gil", action="store_true", help="only samples of the thread holding the GIL"
+    )
     args = parser.parse_args()
     data = dataset(args.events)
     out = Path(tempfile.mkdtemp(prefix="bench-profile-"))
@@ -62,6 +65,7 @@ def main() -> None:
         def attach(pid: int) -> None:
             cmd = [args.py_spy, "record", "--pid", str(pid), "--format", "raw", "-o", str(raw)]
             cmd += ["-r", "200", "--nonblocking", "--threads"] + (["--idle"] if args.idle else [])
+            cmd += ["--gil"] if args.gil else []
             spy.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
         result = run_worker(env, "profile", ends, out, on_start=attach, drain=args.drain)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import binascii
 import enum
 import random
+import re
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -75,27 +76,102 @@ def format_uuid(raw: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-@dataclass(frozen=True, slots=True)
 class Rows:
-    """Deduplicated rows of one (op, id_type) of a batch, with where each came from."""
+    """Deduplicated rows of one (op, id_type) of a batch, with where each came from.
 
-    op: Op
-    id_type: IdType
-    ids: tuple[str, ...]
-    partitions: tuple[int, ...]
-    offsets: tuple[int, ...]
+    IDFA and GAID rows keep their UUIDs packed (16 bytes each, as the lanes hold them) until
+    they are read: the CSV text is made for the whole set at once (`lines`), and `ids` (the
+    hyphenated lower-case strings) only when something needs single IDs. DEVICE_ID rows hold
+    their strings. ``ids`` given as ``bytes`` means packed UUIDs.
+    """
+
+    __slots__ = ("_ids", "_packed", "id_type", "offsets", "op", "partitions")
+
+    def __init__(
+        self,
+        op: Op,
+        id_type: IdType,
+        ids: tuple[str, ...] | bytes,
+        partitions: tuple[int, ...],
+        offsets: tuple[int, ...],
+    ) -> None:
+        self.op = op
+        self.id_type = id_type
+        self.partitions = partitions
+        self.offsets = offsets
+        if isinstance(ids, bytes):
+            self._packed: bytes | None = ids
+            self._ids: tuple[str, ...] | None = None
+        else:
+            self._packed, self._ids = None, ids
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        if self._ids is None:
+            assert self._packed is not None
+            self._ids = tuple(_uuid_lines(self._packed).split("\n")[:-1])
+        return self._ids
+
+    def lines(self) -> str:
+        """The rows as CSV lines, each ending in a newline (DEVICE_IDs quoted when needed)."""
+        if self._packed is not None:
+            return _uuid_lines(self._packed)
+        if not self._ids:
+            return ""
+        fields = map(_csv_field, self._ids) if self.id_type is IdType.DEVICE_ID else self._ids
+        return "\n".join(fields) + "\n"
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.partitions)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Rows):
+            return NotImplemented
+        return (self.op, self.id_type, self.ids, self.partitions, self.offsets) == (
+            other.op,
+            other.id_type,
+            other.ids,
+            other.partitions,
+            other.offsets,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Rows({self.op.name}, {self.id_type.name}, {len(self)} rows)"
 
     def slice(self, start: int, stop: int) -> Rows:
+        ids = (
+            self._packed[start * 16 : stop * 16]
+            if self._packed is not None
+            else self.ids[start:stop]
+        )
+        return Rows(
+            self.op, self.id_type, ids, self.partitions[start:stop], self.offsets[start:stop]
+        )
+
+    def select(self, keep: list[int]) -> Rows:
+        """The rows at the indexes ``keep`` (ascending)."""
+        packed = self._packed
+        ids: tuple[str, ...] | bytes = (
+            b"".join([packed[i * 16 : i * 16 + 16] for i in keep])
+            if packed is not None
+            else tuple(self.ids[i] for i in keep)
+        )
         return Rows(
             self.op,
             self.id_type,
-            self.ids[start:stop],
-            self.partitions[start:stop],
-            self.offsets[start:stop],
+            ids,
+            tuple(self.partitions[i] for i in keep),
+            tuple(self.offsets[i] for i in keep),
         )
+
+
+def _csv_field(value: str) -> str:
+    """Quote a DEVICE_ID the way CSV readers expect (only when it holds a comma or a quote)."""
+    if "," in value or '"' in value or value != value.strip():
+        return '"' + value.replace('"', '""') + '"'
+    return value
 
 
 class Batch:
@@ -171,7 +247,7 @@ class _Lane:
 
     Device IDs arrive as ASCII bytes. A UUID lane gathers them (any case: the batch ingest does not
     lower-case) and packs them in bulk with one ``binascii.unhexlify`` (`pack`): every `_PACK_EVERY`
-    appends on the per-record path, every 8192 changes on the batch ingest's path. Anything but a
+    appends on the per-record path, every 65536 changes on the batch ingest's path. Anything but a
     canonical UUID raises ValueError when the lane packs, so callers hand over checked IDs only.
     A DEVICE_ID lane keeps its IDs as bytes (printable ASCII, case kept). Entries are stored
     column-wise: ``ops`` (0 ADD, 1 REMOVE), ``partitions`` and ``offsets`` (27 bytes an entry with
@@ -209,23 +285,23 @@ class _Lane:
             self.keys += binascii.unhexlify(b"".join(self.pending).replace(b"-", b""))
             self.pending.clear()
 
-    def _ids(self) -> list[str]:
-        """Every entry's device ID as text, in entry order."""
-        if not self.packed:
-            # Printable ASCII, never a newline: one join and one split, in C.
-            return b"\n".join(self.strings).decode("ascii").split("\n") if self.strings else []
-        self.pack()
-        return _uuid_lines(bytes(self.keys)).split("\n")[:-1]
-
     def dedupe(self, id_type: IdType) -> Iterator[Rows]:
         """Keep the last entry per ID; yield one `Rows` per op present (REMOVE, then ADD).
 
-        Rows keep entry order (of each ID's last entry). Selection runs in C: a 0/1 mask per op
-        (the op bytes themselves select REMOVE) filters the columns with `itertools.compress`.
+        Rows keep entry order (of each ID's last entry). Everything runs in C but one loop over
+        the surviving entries when an ID repeats: a UUID lane's keys are cut into 16-byte
+        values (one ``findall``) and stay packed in the rows; ``dict(zip(...))`` finds each ID's
+        last entry; a 0/1 mask per op (the op bytes themselves select REMOVE) filters the
+        columns with `itertools.compress`.
         """
-        ids = self._ids()
-        n = len(ids)
-        last = dict(zip(ids, range(n), strict=True))
+        keys: list[bytes]
+        if self.packed:
+            self.pack()
+            keys = _SIXTEEN_BYTES(self.keys)
+        else:
+            keys = self.strings
+        n = len(keys)
+        last = dict(zip(keys, range(n), strict=True))
         removes: bytes | bytearray = self.ops
         adds: bytes | bytearray = self.ops.translate(_FLIP)
         if len(last) != n:  # repeated IDs: only each one's last entry survives
@@ -234,15 +310,23 @@ class _Lane:
                 keep[i] = 1
             removes, adds = _and(removes, keep), _and(adds, keep)
         for op, mask in ((Op.REMOVE, removes), (Op.ADD, adds)):
-            picked = tuple(compress(ids, mask))
+            picked = list(compress(keys, mask))
             if picked:
                 yield Rows(
                     op,
                     id_type,
-                    picked,
+                    b"".join(picked) if self.packed else _texts(picked),
                     tuple(compress(self.partitions, mask)),
                     tuple(compress(self.offsets, mask)),
                 )
+
+
+def _texts(device_ids: list[bytes]) -> tuple[str, ...]:
+    """DEVICE_IDs (printable ASCII, never a newline) as strings: one join and one split, in C."""
+    return tuple(b"\n".join(device_ids).decode("ascii").split("\n"))
+
+
+_SIXTEEN_BYTES: Final = re.compile(b".{16}", re.DOTALL).findall  # packed UUIDs, one by one
 
 
 _LANE_BYTES_BOUND: Final = 2 * (_GZIP_OVERHEAD + 8)  # gzip framing and header row, per lane

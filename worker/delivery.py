@@ -22,6 +22,12 @@
   process runs its window is bounded by INMOBI_REQUEST_TIMEOUT_SECONDS; a request half-written
   when the process is frozen completes when it resumes.)
 
+- Encoding: last write wins and compression run in one thread of their own, batch after batch in
+  the order they were submitted (the largest first at shutdown), while the loop uploads what is
+  ready. More threads would only take turns at the GIL, and every step of every upload would wait
+  behind them: with the default pool the first upload of a 100-segment drain came after 0.5-0.9 s
+  (0.1 s with one thread).
+
 A batch is reported to `on_done` only when every one of its rows was acknowledged, dead-lettered,
 or dropped because its partition went to another worker (its hold belongs to an old epoch then).
 """
@@ -33,7 +39,9 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -107,6 +115,7 @@ class Delivery:
         self.fatal: BaseException | None = None
         self.rows_in_flight = 0
         self._warming: dict[str, asyncio.Task[None]] = {}
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="encode")
 
     # -- queueing -------------------------------------------------------------------------------
     def submit(self, batch: Batch) -> None:
@@ -158,6 +167,7 @@ class Delivery:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._encoder.shutdown(wait=False, cancel_futures=True)
 
     # -- per segment ----------------------------------------------------------------------------
     async def _run_segment(self, segment: str, health: SegmentHealth) -> None:
@@ -182,7 +192,7 @@ class Delivery:
         epochs = {p: e for p, _offset, e in batch.holds}
         # Deduplication and compression of the whole batch in one worker thread hop.
         uploaded = 0
-        for encoded in await asyncio.to_thread(self._encode_batch, batch):
+        for encoded in await self._encode(self._encode_batch, batch):
             uploaded += await self._send(batch.segment, encoded, epochs, health)
         log.info(
             "batch_uploaded",
@@ -195,6 +205,9 @@ class Delivery:
             seconds=round(time.monotonic() - started, 3),
         )
 
+    async def _encode(self, fn: Callable[..., list[EncodedFile]], *args: Any) -> list[EncodedFile]:
+        return await asyncio.get_running_loop().run_in_executor(self._encoder, fn, *args)
+
     def _encode_batch(self, batch: Batch) -> list[EncodedFile]:
         """Every file of a batch, in order (runs in a worker thread)."""
         return [f for rows in batch.rows for f in encode_rows(rows, self._columns, self._limits)]
@@ -204,7 +217,7 @@ class Delivery:
     ) -> int:
         """Encode and send rows; return how many InMobi acknowledged."""
         sent = 0
-        for encoded in await asyncio.to_thread(encode_rows, rows, self._columns, self._limits):
+        for encoded in await self._encode(encode_rows, rows, self._columns, self._limits):
             sent += await self._send(segment, encoded, epochs, health)
         return sent
 
@@ -217,13 +230,7 @@ class Delivery:
             return rows
         keep = [i for i, p in enumerate(rows.partitions) if p in live]
         log.info("rows_dropped_not_owned", rows=len(rows) - len(keep), kept=len(keep))
-        return Rows(
-            rows.op,
-            rows.id_type,
-            tuple(rows.ids[i] for i in keep),
-            tuple(rows.partitions[i] for i in keep),
-            tuple(rows.offsets[i] for i in keep),
-        )
+        return rows.select(keep)
 
     async def _send(
         self, segment: str, encoded: EncodedFile, epochs: Epochs, health: SegmentHealth

@@ -19,7 +19,7 @@ from isal import isal_zlib
 from worker.buffering import Rows
 from worker.model import IdType
 
-__all__ = ["EncodedFile", "FileLimits", "csv_field", "encode_rows", "gzip_csv"]
+__all__ = ["EncodedFile", "FileLimits", "encode_rows", "gzip_csv"]
 
 _GZIP_WBITS = 16 + 15  # gzip container, 32 KiB window
 
@@ -43,21 +43,15 @@ class EncodedFile:
         return len(self.payload)
 
 
-def csv_field(value: str) -> str:
-    """Quote a DEVICE_ID the way CSV readers expect (only when it holds a comma or a quote)."""
-    if "," in value or '"' in value or value != value.strip():
-        return '"' + value.replace('"', '""') + '"'
-    return value
-
-
-def gzip_csv(column: str, ids: tuple[str, ...], level: int, *, quote: bool = False) -> bytes:
-    text = "\n".join((column, *(map(csv_field, ids) if quote else ids))) + "\n"
+def gzip_csv(column: str, rows: Rows, level: int) -> bytes:
+    """The gzip CSV file of ``rows``: a header row naming the ID column, then one ID per line."""
+    text = column + "\n" + rows.lines()
     compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, _GZIP_WBITS)
     return compressor.compress(text.encode("ascii", "backslashreplace")) + compressor.flush()
 
 
 def _encode_chunk(rows: Rows, column: str, limits: FileLimits) -> list[EncodedFile]:
-    payload = gzip_csv(column, rows.ids, limits.level, quote=rows.id_type is IdType.DEVICE_ID)
+    payload = gzip_csv(column, rows, limits.level)
     if len(payload) <= limits.max_bytes or len(rows) <= 1:
         return [EncodedFile(rows, payload)]
     half = len(rows) // 2

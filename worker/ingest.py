@@ -41,7 +41,7 @@ from worker.segments import SegmentCatalog
 __all__ = ["Ingest", "Ingested"]
 
 _MAX_ROUTES: Final = 65_536
-_PACK_AFTER: Final = 8_192  # changes buffered as text before the lanes pack them (bounds memory)
+_PACK_AFTER: Final = 65_536  # changes buffered as text before the lanes pack them (~5 MB at most)
 _IGNORED: Final = "ignored"  # a route whose op the segment's mode ignores
 # Key suffix (op byte, id_type byte) -> (op, id_type); anything else is not a route.
 _KINDS: Final = {bytes([op << 1, t << 1]): (Op(op), IdType(t)) for op in Op for t in IdType}

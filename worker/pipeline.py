@@ -59,6 +59,12 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
+def _drop_result(future: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned future's outcome, so an error in it is not reported as unhandled."""
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     commit_interval_seconds: float = 1.0
@@ -444,17 +450,30 @@ class Pipeline:
     async def _consume(self, stop: asyncio.Event) -> None:
         """Poll and process, overlapped: the next batch is fetched while this one is processed.
 
+        A stop ends it at once, even while a poll waits up to its timeout for records.
+
         Rebalance callbacks run inside the poll on the consumer thread and wait for the loop, so
         they take effect between two processed slices, never in the middle of one.
         """
         pending = self._poll()
-        while not stop.is_set():
-            batch = await pending
-            self.fence.polled(self._clock.monotonic())
-            pending = self._poll()
-            await self._process_sliced(batch)
-        # Consumed from Kafka: process it, it is committed like any other.
-        await self._process_sliced(await pending)
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                await asyncio.wait((pending, stopped), return_when=asyncio.FIRST_COMPLETED)
+                if not pending.done():
+                    break  # stopped while the poll waits for records: do not wait them out
+                batch = pending.result()
+                self.fence.polled(self._clock.monotonic())
+                pending = self._poll()
+                await self._process_sliced(batch)
+        finally:
+            stopped.cancel()
+        if pending.done():  # consumed from Kafka: process it, it is committed like any other
+            await self._process_sliced(pending.result())
+        else:
+            pending.add_done_callback(_drop_result)
+        # Otherwise whatever it returns is dropped: never processed, so never committed, and
+        # read again by the partition's next owner. The drain does not wait for an empty poll.
 
     async def _process_sliced(self, batch: RecordBatch) -> None:
         """Process a polled batch a slice at a time, yielding to the loop after each slice.

@@ -63,3 +63,27 @@ def test_device_ids_with_commas_or_quotes_are_csv_quoted() -> None:
     (f,) = encode_rows(rows_of(ids, IdType.DEVICE_ID), CSV_COLUMN, FileLimits())
     parsed = list(csv.reader(io.StringIO(gzip.decompress(f.payload).decode())))
     assert parsed == [["ifa"], ["plain"], ["a,b"], ['say "hi"']]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.uuids(), max_size=60), st.integers(0, 60), st.integers(0, 60))
+def test_packed_rows_read_encode_and_cut_like_their_strings(
+    uuids: list[uuid.UUID], start: int, stop: int
+) -> None:
+    """IDFA/GAID rows stay packed (16 bytes a UUID) until read; every view equals the strings'."""
+    n = len(uuids)
+    text = [str(u) for u in uuids]
+    packed = Rows(
+        Op.REMOVE, IdType.GAID, b"".join(u.bytes for u in uuids), (1,) * n, tuple(range(n))
+    )
+    plain = Rows(Op.REMOVE, IdType.GAID, tuple(text), (1,) * n, tuple(range(n)))
+    assert packed == plain and packed.ids == tuple(text) and len(packed) == n
+    assert packed.lines() == plain.lines() == "".join(t + "\n" for t in text)
+    assert packed.slice(start, stop) == plain.slice(start, stop)
+    keep = list(range(0, n, 3))
+    assert packed.select(keep).ids == tuple(text[i] for i in keep)
+    assert packed.select(keep).offsets == tuple(keep)
+    limits = FileLimits(max_rows=7)
+    assert [lines(f.payload) for f in encode_rows(packed, CSV_COLUMN, limits)] == [
+        lines(f.payload) for f in encode_rows(plain, CSV_COLUMN, limits)
+    ]
