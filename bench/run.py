@@ -25,7 +25,7 @@ from typing import Any
 from bench import latency, quix, raw, stages
 from bench.data import SEGMENTS, dataset
 from bench.e2e import run_worker
-from bench.env import create_topic, environment, produce
+from bench.env import Env, create_topic, environment, produce
 from bench.table import markdown
 
 RESULTS = Path(__file__).parent / "results"
@@ -44,10 +44,17 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         default="both",
         help="worker end-to-end runs (see bench.e2e); default both, backfill is the headline",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="raw consume and backfill runs, in turns; the medians are reported (default 3)",
+    )
     p.add_argument("--skip", action="append", default=[], choices=["quix", "memory", "latency"])
     args = p.parse_args(argv)
     if args.quick:
         args.events, args.memory_ids, args.latency_seconds = 200_000, 1_000_000, 8.0
+        args.repeat = 1
     return args
 
 
@@ -59,6 +66,49 @@ def _memory(ids: int) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "bench.memory", "--ids", str(ids), "--segments", "100"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return dict(json.loads(out.stdout))
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rate, with every run's rate (``runs_per_s``, in run order)."""
+    middle = sorted(runs, key=lambda r: float(r["events_per_s"]))[(len(runs) - 1) // 2]
+    return {**middle, "runs_per_s": [r["events_per_s"] for r in runs]}
+
+
+def _end_to_end(
+    args: argparse.Namespace,
+    env: Env,
+    topic: str,
+    ends: dict[int, int],
+    *,
+    log_dir: Path,
+    results: dict[str, Any],
+) -> None:
+    """Raw consume and the backfill run in turns (`--repeat` times, medians kept), then the
+    streaming run once."""
+    backfill = args.mode in ("backfill", "both")
+    raws, workers = [], []
+    for i in range(args.repeat):
+        _step(f"raw consume (Consumer.consume, the ceiling), run {i + 1} of {args.repeat}")
+        raws.append(raw.raw_consume(env.bootstrap, topic, ends))
+        print(raws[-1])
+        if backfill:
+            _step(f"worker end to end, backfill, run {i + 1} of {args.repeat}")
+            workers.append(run_worker(env, topic, ends, log_dir, drain=True))
+            print(workers[-1])
+    results["raw_consume"] = _median(raws)
+    results["adapter_consume"] = raw.adapter_consume(env.bootstrap, topic, ends)
+    print(results["adapter_consume"])
+    if backfill:
+        results["worker"] = _median(workers)
+        results["ratios"] = [
+            round(w["events_per_s"] / r["events_per_s"], 3)
+            for r, w in zip(raws, workers, strict=True)
+        ]
+    if args.mode in ("streaming", "both"):
+        _step("worker end to end, streaming (python -m worker.cli run) until committed = end")
+        key = "worker" if args.mode == "streaming" else "worker_streaming"
+        results[key] = run_worker(env, topic, ends, log_dir, drain=False)
+        print(results[key])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,17 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         create_topic(env.bootstrap, topic)
         _step(f"publishing to {topic} (broker {env.bootstrap}, sandbox {env.sandbox.url})")
         ends = produce(env.bootstrap, topic, data.keys, data.values)
-        _step("raw consume (Consumer.consume, the ceiling) and KafkaSource.poll_batch")
-        results["raw_consume"] = raw.raw_consume(env.bootstrap, topic, ends)
-        results["adapter_consume"] = raw.adapter_consume(env.bootstrap, topic, ends)
-        print(results["raw_consume"], results["adapter_consume"], sep="\n")
-        for mode in ("backfill", "streaming"):
-            if args.mode not in (mode, "both"):
-                continue
-            _step(f"worker end to end, {mode} (python -m worker.cli run) until committed = end")
-            key = "worker" if mode == "backfill" or args.mode == "streaming" else "worker_streaming"
-            results[key] = run_worker(env, topic, ends, log_dir, drain=mode == "backfill")
-            print(results[key])
+        _end_to_end(args, env, topic, ends, log_dir=log_dir, results=results)
         _step("quixstreams equivalent")
         why = "skipped (--skip quix)" if "quix" in args.skip else quix.available()
         results["quix"] = {"skipped": why} if why else quix.run(env, topic, ends, log_dir)

@@ -9,16 +9,24 @@ def _rate(x: Any) -> str:
     return f"{x:,.0f} events/s" if isinstance(x, int | float) else str(x)
 
 
+def _runs(run: dict[str, Any]) -> str:
+    rates = run.get("runs_per_s", [])
+    if len(rates) < 2:
+        return ""
+    return f"median of {len(rates)} runs: " + ", ".join(f"{x / 1000:,.0f}k" for x in rates)
+
+
 def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     raw, worker, quix, st = r["raw_consume"], r["worker"], r["quix"], r["stages"]
     ratio = worker["events_per_s"] / raw["events_per_s"]
     rows = [
-        ("raw consume, `Consumer.consume()` (ceiling)", _rate(raw["events_per_s"]), ""),
+        ("raw consume, `Consumer.consume()` (ceiling)", _rate(raw["events_per_s"]), _runs(raw)),
         ("`KafkaSource.poll_batch` (adapter)", _rate(r["adapter_consume"]["events_per_s"]), ""),
         (
             "worker end to end, after first assignment",
             _rate(worker["events_per_s"]),
-            f"{worker['seconds_after_assignment']} s for {worker['events']:,} events",
+            f"{worker['seconds_after_assignment']} s for {worker['events']:,} events"
+            + (f"; {_runs(worker)}" if "runs_per_s" in worker else ""),
         ),
         (
             "worker consumed every event (metrics), after assignment",
@@ -30,7 +38,16 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             _rate(worker["events_per_s_total"]),
             f"assignment took {worker['seconds_to_assignment']} s",
         ),
-        ("worker / raw consume", f"{ratio:.3f}", f"{worker['mode']}; target >= 0.25"),
+        (
+            "worker / raw consume",
+            f"{ratio:.3f}",
+            f"{worker['mode']}; target >= 0.25"
+            + (
+                f"; run by run {', '.join(f'{x:.3f}' for x in r['ratios'])}"
+                if r.get("ratios")
+                else ""
+            ),
+        ),
     ]
     streaming = r.get("worker_streaming")
     if streaming:

@@ -256,18 +256,23 @@ RECORD_LAYOUTS: Final = (
 def _device_record_layout(
     segment_length: int, device_length: int
 ) -> Callable[[bytes], re.Match[bytes] | None]:
-    """Like `_record_layout`, for a DEVICE_ID of ``device_length`` printable ASCII characters."""
+    """Like `_record_layout`, for a DEVICE_ID of ``device_length`` printable ASCII characters
+    that it writes to CSV as they are: no comma or double quote, no space at either end (the
+    general path takes the others, which need quoting)."""
+    inner = b"[\\x20\\x21\\x23-\\x2b\\x2d-\\x7e]"  # printable, but neither , nor "
+    edge = b"[\\x21\\x23-\\x2b\\x2d-\\x7e]"  # and not a space
+    device = edge if device_length == 1 else edge + inner + b"{%d}" % (device_length - 2) + edge
     pattern = (
         b"H" + _UUID_BYTES + re.escape(bytes([segment_length * 2]))
         + b"(.{%d}[\x00\x02]\x04)" % segment_length
-        + re.escape(bytes([device_length * 2])) + b"([\x20-\x7e]{%d})" % device_length
+        + re.escape(bytes([device_length * 2])) + b"(" + device + b")"
         + _VARINT6
     )  # fmt: skip
     return re.compile(pattern, re.DOTALL).fullmatch
 
 
 def match_device_record(value: bytes) -> re.Match[bytes] | None:
-    """The common record with a DEVICE_ID of 1-63 printable ASCII characters, else None.
+    """The common record with a plain DEVICE_ID of 1-63 printable ASCII characters, else None.
 
     Groups as in `RECORD_LAYOUTS`. The two lengths are read from their bytes; a pattern per pair
     (at most 63 x 63) is compiled the first time it is needed.

@@ -109,17 +109,17 @@ class Rows:
     def ids(self) -> tuple[str, ...]:
         if self._ids is None:
             assert self._packed is not None
-            self._ids = tuple(_uuid_lines(self._packed).split("\n")[:-1])
+            self._ids = tuple(_uuid_lines(self._packed).decode("ascii").split("\n")[:-1])
         return self._ids
 
-    def lines(self) -> str:
+    def lines(self) -> bytes:
         """The rows as CSV lines, each ending in a newline (DEVICE_IDs quoted when needed)."""
         if self._packed is not None:
             return _uuid_lines(self._packed)
         if not self._ids:
-            return ""
+            return b""
         fields = map(_csv_field, self._ids) if self.id_type is IdType.DEVICE_ID else self._ids
-        return "\n".join(fields) + "\n"
+        return ("\n".join(fields) + "\n").encode("ascii", "backslashreplace")
 
     def __len__(self) -> int:
         return len(self.partitions)
@@ -178,7 +178,7 @@ class Batch:
     """A cut buffer: what one flush of one segment uploads, and the offsets it holds.
 
     Cutting is cheap (the buffer's lanes move into the batch); last write wins is applied when
-    `rows` is first read, which delivery does in a worker thread together with the compression,
+    `rows` is first read, which delivery does in its encoding thread together with the compression,
     so that a flush of many segments never stalls the event loop. Read `rows` from one thread.
     """
 
@@ -215,24 +215,29 @@ class Batch:
         return sum(len(r) for r in self.rows)
 
 
-def _uuid_lines(raw: bytes) -> str:
-    """16-byte UUIDs, back to back, as hyphenated lower-case text, one per line (37 chars each).
+def _uuid_lines(raw: bytes) -> bytes:
+    """16-byte UUIDs, back to back, as hyphenated lower-case text, one per line (37 bytes each).
 
-    Done for a whole lane at once in C: hexlify everything, then move the 32 hex digits of every
-    UUID into place with one strided slice assignment per digit position (~0.15 µs a UUID,
-    against ~0.6 µs for `format_uuid` one by one).
+    Done for a whole lane at once in C: ``bytes.hex`` with a hyphen every two bytes writes 40
+    characters a UUID (its eight groups of four digits, each followed by a hyphen); the hyphens
+    inside the first and last UUID groups are then marked with strided assignments and deleted
+    in one ``translate``, and the eighth becomes the newline (~60 ns a UUID, against ~0.6 µs for
+    `format_uuid` one by one).
     """
     n = len(raw) // 16
-    hexed = binascii.hexlify(raw)
-    out = bytearray(b"-") * (_UUID_ROW_BYTES * n)
-    for src, dst in enumerate(_HEX_DIGIT_AT):
-        out[dst::_UUID_ROW_BYTES] = hexed[src::32]
-    out[_UUID_ROW_BYTES - 1 :: _UUID_ROW_BYTES] = b"\n" * n
-    return out.decode("ascii")
+    if not n:
+        return b""
+    out = bytearray(raw.hex("-", -2), "ascii")
+    out += b"-"
+    for at in _DROPPED_HYPHENS:
+        out[at::40] = b"!" * n
+    out[39::40] = b"\n" * n
+    return bytes(out.translate(None, b"!"))
 
 
-# Where hex digit j of a UUID goes in its 36-character text (hyphens after digits 8, 12, 16, 20).
-_HEX_DIGIT_AT: Final = tuple(j + (j >= 8) + (j >= 12) + (j >= 16) + (j >= 20) for j in range(32))
+# In the 40 characters `bytes.hex` writes for a UUID (xxxx-xxxx-xxxx-xxxx-xxxx-xxxx-xxxx-xxxx-),
+# the hyphens that do not belong to 8-4-4-4-12.
+_DROPPED_HYPHENS: Final = (4, 29, 34)
 _FLIP: Final = bytes.maketrans(b"\x00\x01", b"\x01\x00")  # op byte: ADD <-> REMOVE
 _PACK_EVERY: Final = 256  # UUIDs waiting as text before a lane packs them (bounds the extra memory)
 

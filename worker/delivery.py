@@ -190,7 +190,7 @@ class Delivery:
     async def _deliver(self, batch: Batch, health: SegmentHealth) -> None:
         started = time.monotonic()
         epochs = {p: e for p, _offset, e in batch.holds}
-        # Deduplication and compression of the whole batch in one worker thread hop.
+        # Deduplication and compression of the whole batch in one hop to the encoding thread.
         uploaded = 0
         for encoded in await self._encode(self._encode_batch, batch):
             uploaded += await self._send(batch.segment, encoded, epochs, health)
@@ -209,7 +209,7 @@ class Delivery:
         return await asyncio.get_running_loop().run_in_executor(self._encoder, fn, *args)
 
     def _encode_batch(self, batch: Batch) -> list[EncodedFile]:
-        """Every file of a batch, in order (runs in a worker thread)."""
+        """Every file of a batch, in order (runs in the encoding thread)."""
         return [f for rows in batch.rows for f in encode_rows(rows, self._columns, self._limits)]
 
     async def _send_rows(

@@ -186,11 +186,16 @@ class Ingest:
         if lane.packed:
             add_id = lane.pending.append
         else:
-            strings, count = lane.strings.append, buf.count_device_row
+            strings = lane.strings.append
 
             def add_id(device: bytes) -> None:
                 strings(device)
-                count(device)
+                # Its row is the ID and a newline (the pattern leaves out IDs that need quotes).
+                extra = len(device) - 36
+                if extra:
+                    buf.extra_bytes += extra
+                    if extra > 0:
+                        buf.recount()
 
         route: Route = (
             buf,

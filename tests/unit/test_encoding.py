@@ -78,7 +78,7 @@ def test_packed_rows_read_encode_and_cut_like_their_strings(
     )
     plain = Rows(Op.REMOVE, IdType.GAID, tuple(text), (1,) * n, tuple(range(n)))
     assert packed == plain and packed.ids == tuple(text) and len(packed) == n
-    assert packed.lines() == plain.lines() == "".join(t + "\n" for t in text)
+    assert packed.lines() == plain.lines() == "".join(t + "\n" for t in text).encode()
     assert packed.slice(start, stop) == plain.slice(start, stop)
     keep = list(range(0, n, 3))
     assert packed.select(keep).ids == tuple(text[i] for i in keep)
