@@ -64,11 +64,9 @@ class BufferLimits:
 
 
 def _csv_row_bytes(device_id: str | bytes) -> int:
-    """Bytes of a DEVICE_ID row as the encoder writes it (quoted when it holds `,` or `"`)."""
-    raw = device_id.encode() if isinstance(device_id, str) else device_id
-    if b"," in raw or b'"' in raw or raw != raw.strip():
-        return len(raw) + raw.count(b'"') + 3
-    return len(raw) + 1
+    """Bytes of a DEVICE_ID row as the encoder writes it (`_csv_field`, then a newline)."""
+    text = device_id if isinstance(device_id, str) else device_id.decode()
+    return len(_csv_field(text).encode()) + 1
 
 
 def format_uuid(raw: bytes) -> str:
